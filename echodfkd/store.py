@@ -1,0 +1,262 @@
+"""Zarr v3 stores: one per source of frames, one per set of soft masks.
+
+Frame store layout (``data/frames/<source>.zarr``)::
+
+    frames        uint8 (N, 112, 112)   all frames of all videos, concatenated in index order
+    gt_masks      uint8 (N, 112, 112)   per-frame ground-truth LV mask 0/1 (phantom only)
+    traced_masks  uint8 (M, 112, 112)   rasterised tracing of each traced frame, 0/1
+    attrs["videos"]  per-video index: FileName, Split, start, stop, FPS, EF, ESV, EDV,
+                     FrameHeight, FrameWidth, NumberOfFrames (frames of video i are
+                     ``frames[start_i:stop_i]``)
+    attrs["traced"]  one row per traced frame: FileName, video (row in the index),
+                     frame (within the video), phase ("ED"/"ES"), row (in traced_masks)
+
+Mask store layout (``data/teacher/<source>.zarr``, ``data/student/<source>.zarr``)::
+
+    masks         uint8 (N, 112, 112)   probability * 255, aligned frame-for-frame with
+                                        the source's ``frames``
+    attrs["source_fingerprint"]         fingerprint of the frame store's index, to refuse
+                                        masks that belong to another version of the frames
+
+Arrays are sharded along the frame axis (``shard_frames`` frames per file, read in chunks of
+``chunk_frames``), so 10,000 EchoNet videos (~1.7M frames) make about a thousand files.
+
+Writes are atomic: a store is built under ``<path>.partial`` and renamed into place only when
+complete, so an interrupted stage never leaves a store that a later stage accepts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import zarr
+
+FRAME_SIZE = 112
+INDEX_COLUMNS = [
+    "FileName", "Split", "start", "stop", "FPS", "EF", "ESV", "EDV",
+    "FrameHeight", "FrameWidth", "NumberOfFrames",
+]
+TRACED_COLUMNS = ["FileName", "video", "frame", "phase", "row"]
+
+
+def partial_path(path: str | os.PathLike) -> Path:
+    """The staging path a store is built under before it is renamed to ``path``."""
+    path = Path(path)
+    return path.with_name(path.name + ".partial")
+
+
+def commit(staging: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Atomically replace ``path`` by the finished ``staging`` directory or file."""
+    staging, path = Path(staging), Path(path)
+    if path.exists():
+        old = path.with_name(path.name + ".old")
+        if old.exists():
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
+        os.replace(path, old)
+        os.replace(staging, path)
+        shutil.rmtree(old) if old.is_dir() else old.unlink()
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging, path)
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    write_bytes_atomic(path, text.encode())
+
+
+def create_frame_array(group: zarr.Group, name: str, n_frames: int, *,
+                       shard_frames: int = 2048, chunk_frames: int = 64) -> zarr.Array:
+    """Create a uint8 (n_frames, 112, 112) array sharded along the frame axis."""
+    if n_frames < 0:
+        raise ValueError(f"n_frames must be >= 0, got {n_frames}")
+    chunk = max(1, min(chunk_frames, shard_frames))
+    shard = max(chunk, (shard_frames // chunk) * chunk)
+    return group.create_array(
+        name, shape=(n_frames, FRAME_SIZE, FRAME_SIZE), dtype="uint8",
+        chunks=(chunk, FRAME_SIZE, FRAME_SIZE), shards=(shard, FRAME_SIZE, FRAME_SIZE),
+        fill_value=0, overwrite=True,
+    )
+
+
+def fingerprint(index: pd.DataFrame) -> str:
+    """Stable hash of a video index (file names, frame ranges): identifies a frame layout."""
+    key = index[["FileName", "start", "stop"]].astype(str).agg("|".join, axis=1)
+    return hashlib.sha256("\n".join(key).encode()).hexdigest()[:16]
+
+
+def _records(df: pd.DataFrame) -> dict:
+    # JSON through pandas so numpy scalars and NaN serialise (NaN becomes null).
+    return json.loads(df.to_json(orient="split", index=False))
+
+
+def _frame(d: dict, columns: list[str]) -> pd.DataFrame:
+    df = pd.DataFrame(d["data"], columns=d["columns"])
+    return df[columns] if set(columns) <= set(df.columns) else df
+
+
+@dataclass
+class FrameStore:
+    """A source's frames opened read-only.
+
+    ``frames[i]`` is frame i, uint8 (112, 112) grey, rows = y (top to bottom), columns = x.
+    ``index`` has one row per video (``INDEX_COLUMNS``); ``traced`` one row per traced frame.
+    """
+
+    path: str
+    group: zarr.Group
+    index: pd.DataFrame
+    traced: pd.DataFrame
+
+    @property
+    def frames(self) -> zarr.Array:
+        return self.group["frames"]
+
+    @property
+    def traced_masks(self) -> zarr.Array:
+        return self.group["traced_masks"]
+
+    @property
+    def gt_masks(self) -> zarr.Array | None:
+        return self.group["gt_masks"] if "gt_masks" in self.group else None
+
+    @property
+    def fingerprint(self) -> str:
+        return self.group.attrs["fingerprint"]
+
+    def video(self, i: int) -> np.ndarray:
+        """Frames of video row ``i``: uint8 (T, 112, 112)."""
+        row = self.index.iloc[i]
+        return self.frames[int(row.start):int(row.stop)]
+
+    def split_rows(self, split: str) -> pd.DataFrame:
+        return self.index[self.index["Split"] == split]
+
+
+def open_frames(path: str | os.PathLike) -> FrameStore:
+    """Open a frame store written by :func:`write_frame_store` (see module docstring)."""
+    path = str(path)
+    if not Path(path).exists():
+        raise FileNotFoundError(f"frame store {path!r} does not exist: run the ingest stage")
+    group = zarr.open_group(path, mode="r")
+    attrs = group.attrs.asdict()
+    for key in ("videos", "traced", "fingerprint"):
+        if key not in attrs:
+            raise ValueError(f"{path!r} is not a complete frame store: attribute {key!r} missing")
+    index = _frame(attrs["videos"], INDEX_COLUMNS)
+    traced = _frame(attrs["traced"], TRACED_COLUMNS)
+    return FrameStore(path=path, group=group, index=index, traced=traced)
+
+
+def init_frame_store(path: str | os.PathLike, index: pd.DataFrame, n_traced: int, *,
+                     with_gt: bool, shard_frames: int = 2048,
+                     chunk_frames: int = 64) -> zarr.Group:
+    """Create an empty frame store at ``path`` (normally a ``.partial`` staging path).
+
+    ``index`` must hold ``INDEX_COLUMNS``; its ``stop`` column gives the total frame count.
+    """
+    missing = [c for c in INDEX_COLUMNS if c not in index.columns]
+    if missing:
+        raise ValueError(f"index lacks columns {missing}")
+    n = int(index["stop"].max()) if len(index) else 0
+    if Path(path).exists():
+        shutil.rmtree(path)
+    group = zarr.open_group(str(path), mode="w")
+    create_frame_array(group, "frames", n, shard_frames=shard_frames, chunk_frames=chunk_frames)
+    if with_gt:
+        create_frame_array(group, "gt_masks", n, shard_frames=shard_frames,
+                           chunk_frames=chunk_frames)
+    create_frame_array(group, "traced_masks", n_traced, shard_frames=shard_frames,
+                       chunk_frames=chunk_frames)
+    return group
+
+
+def finish_frame_store(group: zarr.Group, index: pd.DataFrame, traced: pd.DataFrame,
+                       **extra_attrs) -> None:
+    """Write the index attributes; call last, once every array is filled."""
+    group.attrs.update({
+        "videos": _records(index[INDEX_COLUMNS]),
+        "traced": _records(traced[TRACED_COLUMNS]),
+        "fingerprint": fingerprint(index),
+        **extra_attrs,
+    })
+
+
+@dataclass
+class MaskStore:
+    """Soft masks aligned with a frame store: ``masks[i]`` uint8 (112, 112), 0..255 = p*255."""
+
+    path: str
+    group: zarr.Group
+
+    @property
+    def masks(self) -> zarr.Array:
+        return self.group["masks"]
+
+    @property
+    def attrs(self) -> dict:
+        return self.group.attrs.asdict()
+
+
+def open_masks(path: str | os.PathLike, frames: FrameStore | None = None) -> MaskStore:
+    """Open a mask store; with ``frames``, check it is aligned with that frame store."""
+    path = str(path)
+    if not Path(path).exists():
+        raise FileNotFoundError(f"mask store {path!r} does not exist")
+    group = zarr.open_group(path, mode="r")
+    store = MaskStore(path=path, group=group)
+    if "complete" not in store.attrs:
+        raise ValueError(f"mask store {path!r} is incomplete (interrupted write)")
+    if frames is not None:
+        n, m = frames.frames.shape[0], store.masks.shape[0]
+        if n != m:
+            raise ValueError(f"mask store {path!r} has {m} frames but {frames.path!r} has {n}")
+        fp = store.attrs.get("source_fingerprint")
+        if fp != frames.fingerprint:
+            raise ValueError(
+                f"mask store {path!r} was made for frames {fp!r}, not for {frames.path!r} "
+                f"({frames.fingerprint!r}): rerun the stage that wrote it")
+    return store
+
+
+def init_mask_store(path: str | os.PathLike, frames: FrameStore, *, shard_frames: int = 2048,
+                    chunk_frames: int = 64, resume: bool = False, **attrs) -> zarr.Group:
+    """Create (or, with ``resume``, reopen) a mask store aligned with ``frames``.
+
+    Resuming reuses an existing store at ``path`` only if it was made for the same frames;
+    finished blocks are recorded in ``attrs["done_blocks"]`` by the writer.
+    """
+    if resume and Path(path).exists():
+        group = zarr.open_group(str(path), mode="r+")
+        a = group.attrs.asdict()
+        if (a.get("source_fingerprint") == frames.fingerprint and "masks" in group
+                and group["masks"].shape[0] == frames.frames.shape[0]
+                and all(a.get(k) == v for k, v in attrs.items())):
+            return group
+    if Path(path).exists():
+        shutil.rmtree(path)
+    group = zarr.open_group(str(path), mode="w")
+    create_frame_array(group, "masks", frames.frames.shape[0], shard_frames=shard_frames,
+                       chunk_frames=chunk_frames)
+    group.attrs.update({"source_fingerprint": frames.fingerprint, "done_blocks": [], **attrs})
+    return group
+
+
+def shard_blocks(n_frames: int, shard_frames: int) -> list[tuple[int, int]]:
+    """Shard-aligned (start, stop) frame blocks covering ``range(n_frames)``."""
+    return [(s, min(s + shard_frames, n_frames)) for s in range(0, n_frames, shard_frames)]
