@@ -1,0 +1,266 @@
+"""Evaluation metrics on masks and mask-area curves (design.md §4). Pure numpy.
+
+Conventions used throughout:
+
+- A *soft mask* is either uint8 0..255 (= probability * 255, as stored in mask stores) or
+  float 0..1; axis order (..., H, W), rows = y, columns = x.
+- A *binary mask* is a bool array of the same shape; a pixel is foreground when its probability is
+  strictly above the threshold (for uint8 input: ``value > threshold * 255``). With threshold 0.5
+  this is the usual ``logit > 0`` rule.
+- An *area curve* is a float or int (T,) array: foreground pixel count per frame, frames in time
+  order. Frame indices are 0-based within the video.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+PHASES = ("ED", "ES")
+
+
+def binarize(prob: np.ndarray, threshold: float) -> np.ndarray:
+    """Binarise a soft mask.
+
+    ``prob``: uint8 (..., H, W) holding probability*255, float (..., H, W) holding a probability
+    in 0..1, or bool (returned unchanged). ``threshold`` in [0, 1].
+    Returns bool (..., H, W): ``prob > threshold`` (uint8: ``prob > threshold * 255``).
+    """
+    if not 0.0 <= float(threshold) <= 1.0:
+        raise ValueError(f"threshold must be in [0, 1], got {threshold!r}")
+    prob = np.asarray(prob)
+    if prob.dtype == bool:
+        return prob
+    if prob.dtype == np.uint8:
+        return prob > float(threshold) * 255.0
+    if np.issubdtype(prob.dtype, np.floating):
+        return prob > float(threshold)
+    raise TypeError(f"binarize expects uint8, float or bool masks, got dtype {prob.dtype}")
+
+
+def _as_bool(x: np.ndarray, name: str) -> np.ndarray:
+    x = np.asarray(x)
+    if x.dtype == bool:
+        return x
+    if np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating):
+        bad = (x != 0) & (x != 1)
+        if bad.any():
+            raise ValueError(f"{name} must be binary (0/1 or bool); found value "
+                             f"{x[bad].flat[0]!r}: binarize soft masks first")
+        return x.astype(bool)
+    raise TypeError(f"{name} must be a bool or 0/1 array, got dtype {x.dtype}")
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice coefficient 2|a∩b| / (|a| + |b|) of two binary masks, pooled over all elements.
+
+    ``a``, ``b``: bool or 0/1 arrays of the same shape (any shape, e.g. (H, W)).
+    Both empty: defined as 1.0 (the two masks agree perfectly that there is nothing).
+    Returns a float in [0, 1].
+    """
+    a, b = _as_bool(a, "a"), _as_bool(b, "b")
+    if a.shape != b.shape:
+        raise ValueError(f"dice: shapes differ, {a.shape} vs {b.shape}")
+    total = int(a.sum()) + int(b.sum())
+    if total == 0:
+        return 1.0
+    return 2.0 * int(np.logical_and(a, b).sum()) / total
+
+
+def dice_per_frame(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-frame Dice of binary masks ``a``, ``b`` bool (T, H, W) -> float64 (T,).
+
+    A frame where both masks are empty scores 1.0 (as in :func:`dice`).
+    """
+    a, b = _as_bool(a, "a"), _as_bool(b, "b")
+    if a.shape != b.shape or a.ndim != 3:
+        raise ValueError(f"dice_per_frame expects two (T, H, W) arrays, got {a.shape}, {b.shape}")
+    inter = np.logical_and(a, b).sum(axis=(1, 2), dtype=np.int64)
+    total = a.sum(axis=(1, 2), dtype=np.int64) + b.sum(axis=(1, 2), dtype=np.int64)
+    out = np.ones(a.shape[0], dtype=np.float64)
+    nz = total > 0
+    out[nz] = 2.0 * inter[nz] / total[nz]
+    return out
+
+
+def area_curve(masks: np.ndarray) -> np.ndarray:
+    """Foreground pixel count per frame: binary (T, H, W) -> int64 (T,), in pixels."""
+    masks = _as_bool(masks, "masks")
+    if masks.ndim != 3:
+        raise ValueError(f"area_curve expects (T, H, W) masks, got shape {masks.shape}")
+    return masks.sum(axis=(1, 2), dtype=np.int64)
+
+
+def _runs(below: np.ndarray) -> list[tuple[int, int]]:
+    """(first, last) inclusive index pairs of the runs of True in a 1-D bool array."""
+    padded = np.concatenate([[False], below, [False]]).astype(np.int8)
+    edges = np.diff(padded)
+    starts = np.flatnonzero(edges == 1)
+    stops = np.flatnonzero(edges == -1) - 1
+    return list(zip(starts.tolist(), stops.tolist()))
+
+
+def find_phase_frame(area: np.ndarray, reference_frame: int, phase: str = "ES") -> int:
+    """Predict the ES (or ED) frame nearest ``reference_frame`` from an area curve.
+
+    ``area``: (T,) mask area per frame (pixels; any real dtype). ``reference_frame``: 0-based
+    frame index in [0, T). ``phase``: "ES" or "ED".
+
+    Procedure (design.md §4): z-score the curve (s = a for ES, s = -a for ED); take the runs of
+    consecutive frames where s is strictly below its median; choose the run nearest the reference
+    frame, the distance of a run being 0 if the reference lies inside it, else the distance from
+    the reference to the run's first or last frame, whichever is smaller (ties: the earlier run);
+    return the argmin of s in that run (ties: the earliest frame).
+
+    Degenerate curve: when no frame is strictly below the median (e.g. a constant curve, as from a
+    model that predicts nothing), the global argmin of s is returned (frame 0 for a constant
+    curve) -- never the reference itself, so a useless curve cannot score well.
+    Returns an int frame index in [0, T).
+    """
+    if phase not in PHASES:
+        raise ValueError(f"phase must be 'ED' or 'ES', got {phase!r}")
+    a = np.asarray(area, dtype=np.float64)
+    if a.ndim != 1 or a.size == 0:
+        raise ValueError(f"area must be a non-empty (T,) curve, got shape {a.shape}")
+    if not np.isfinite(a).all():
+        raise ValueError("area curve contains NaN or inf")
+    ref = int(reference_frame)
+    if not 0 <= ref < a.size:
+        raise ValueError(f"reference_frame {reference_frame!r} outside the curve's frames "
+                         f"[0, {a.size})")
+    s = a if phase == "ES" else -a
+    sd = s.std()
+    s = (s - s.mean()) / sd if sd > 0 else np.zeros_like(s)
+    runs = _runs(s < np.median(s))
+    if not runs:
+        return int(np.argmin(s))
+
+    def distance(run: tuple[int, int]) -> int:
+        first, last = run
+        if first <= ref <= last:
+            return 0
+        return min(abs(first - ref), abs(last - ref))
+
+    first, last = min(runs, key=distance)  # min() keeps the earliest run on ties
+    return first + int(np.argmin(s[first:last + 1]))
+
+
+def afd(area: np.ndarray, reference_frame: int, phase: str = "ES") -> int:
+    """Absolute frame distance |find_phase_frame(area, reference_frame, phase) - reference|.
+
+    ``area`` (T,) pixels; returns an int number of frames (>= 0).
+    """
+    return abs(find_phase_frame(area, reference_frame, phase) - int(reference_frame))
+
+
+def ef_from_areas(a_ed, a_es):
+    """Area-based ejection fraction 100 * (A_ED - A_ES) / A_ED, in percent.
+
+    ``a_ed``, ``a_es``: scalars or same-shape arrays of mask areas (pixels). Where A_ED is 0 the
+    result is NaN. Returns a float (or float64 array). Note this is an *area* EF; the FileList EF
+    is volume-based, so expect a strong correlation but a biased absolute value.
+    """
+    a_ed = np.asarray(a_ed, dtype=np.float64)
+    a_es = np.asarray(a_es, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ef = np.where(a_ed > 0, 100.0 * (a_ed - a_es) / np.where(a_ed > 0, a_ed, 1.0), np.nan)
+    return float(ef) if ef.ndim == 0 else ef
+
+
+def _paired(x, y) -> tuple[np.ndarray, np.ndarray]:
+    x = np.asarray(x, dtype=np.float64).ravel()
+    y = np.asarray(y, dtype=np.float64).ravel()
+    if x.shape != y.shape:
+        raise ValueError(f"paired metric: lengths differ, {x.size} vs {y.size}")
+    keep = np.isfinite(x) & np.isfinite(y)
+    return x[keep], y[keep]
+
+
+def pearson_r(x, y) -> float:
+    """Pearson correlation of paired samples (1-D, same length); pairs with NaN are dropped.
+
+    Returns NaN when fewer than 2 pairs remain or either side is constant.
+    """
+    x, y = _paired(x, y)
+    if x.size < 2:
+        return float("nan")
+    xc, yc = x - x.mean(), y - y.mean()
+    den = np.sqrt((xc * xc).sum() * (yc * yc).sum())
+    if den == 0:
+        return float("nan")
+    return float(np.clip((xc * yc).sum() / den, -1.0, 1.0))
+
+
+def mae(x, y) -> float:
+    """Mean absolute error of paired samples; pairs with NaN are dropped; NaN if none remain."""
+    x, y = _paired(x, y)
+    return float(np.abs(x - y).mean()) if x.size else float("nan")
+
+
+def rankdata(x) -> np.ndarray:
+    """Ranks 1..n of a 1-D array, ties given the mean of their ranks (float64 (n,))."""
+    x = np.asarray(x, dtype=np.float64).ravel()
+    order = np.argsort(x, kind="stable")
+    xs = x[order]
+    # group boundaries of equal values in sorted order
+    new = np.concatenate([[True], xs[1:] != xs[:-1]])
+    group = np.cumsum(new) - 1
+    starts = np.flatnonzero(new)
+    ends = np.concatenate([starts[1:], [x.size]])
+    mean_rank = (starts + ends + 1) / 2.0  # mean of ranks starts+1 .. ends
+    ranks = np.empty(x.size, dtype=np.float64)
+    ranks[order] = mean_rank[group]
+    return ranks
+
+
+def spearman_rho(x, y) -> float:
+    """Spearman rank correlation (Pearson r of the tie-averaged ranks); NaN pairs dropped.
+
+    Returns NaN when fewer than 2 pairs remain or either side is constant.
+    """
+    x, y = _paired(x, y)
+    if x.size < 2:
+        return float("nan")
+    return pearson_r(rankdata(x), rankdata(y))
+
+
+def teacher_agreement(student_masks: np.ndarray, teacher_masks: np.ndarray,
+                      threshold: float) -> float:
+    """Mean per-frame Dice between student and teacher masks over all frames.
+
+    ``student_masks``, ``teacher_masks``: soft masks (T, H, W) uint8 0..255 or float 0..1 (or
+    bool), binarised at ``threshold``. Chosen definition: the *mean of per-frame Dice* (each frame
+    weighs the same, matching how Dice at ED/ES is averaged over videos), not the pooled Dice over
+    all pixels; a frame where both masks are empty scores 1. Returns a float in [0, 1].
+    """
+    s = binarize(student_masks, threshold)
+    t = binarize(teacher_masks, threshold)
+    if s.shape != t.shape:
+        raise ValueError(f"student masks {s.shape} and teacher masks {t.shape} differ in shape")
+    if s.shape[0] == 0:
+        raise ValueError("teacher_agreement: no frames")
+    return float(dice_per_frame(s, t).mean())
+
+
+def pareto_front(cost, score) -> np.ndarray:
+    """Pareto-optimal points when minimising cost and maximising score.
+
+    ``cost``: (n,) or (n, k) costs (e.g. weights, or weights and FLOPs); ``score``: (n,).
+    Point i is optimal unless some j has cost_j <= cost_i (every column), score_j >= score_i,
+    and is strictly better in at least one of them. Exact duplicates are both optimal. Points
+    with a NaN cost or score are never optimal and never dominate. Returns bool (n,).
+    """
+    c = np.asarray(cost, dtype=np.float64)
+    s = np.asarray(score, dtype=np.float64).ravel()
+    if c.ndim == 1:
+        c = c[:, None]
+    if c.ndim != 2 or c.shape[0] != s.shape[0]:
+        raise ValueError(f"pareto_front: cost shape {np.shape(cost)} does not match "
+                         f"score shape {np.shape(score)}")
+    valid = np.isfinite(s) & np.isfinite(c).all(axis=1)
+    front = valid.copy()
+    for i in np.flatnonzero(valid):
+        no_worse = valid & (c <= c[i]).all(axis=1) & (s >= s[i])
+        better = (c < c[i]).any(axis=1) | (s > s[i])
+        if (no_worse & better).any():
+            front[i] = False
+    return front

@@ -1,0 +1,136 @@
+"""Run a trained student over whole videos of a frame store and write its soft masks.
+
+Each video is processed from its first frame with the ConvLSTM state carried across all its
+frames, in chunks of ``chunk`` frames (memory bounded whatever the video length), at 112x112.
+Output: a mask store (see :mod:`echodfkd.store`) with ``masks`` uint8 (N, 112, 112) =
+round(sigmoid(logit) * 255), aligned frame for frame with the frame store.
+
+The store is built under ``partial_path(out)`` one shard block at a time; finished blocks are
+listed in ``attrs["done_blocks"]`` (block start frames), so an interrupted run resumes where it
+stopped when rerun with the same student file (``attrs["student_sha"]``). The store is renamed
+to ``out`` when complete (``attrs["complete"] = True``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from echodfkd.models.convlstm import StudentNet
+from echodfkd.store import commit, init_mask_store, open_frames, partial_path, shard_blocks
+from echodfkd.train import load_student
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@torch.inference_mode()
+def predict_videos(model: StudentNet, frames: np.ndarray, *, chunk: int = 64,
+                   device: torch.device | str | None = None) -> np.ndarray:
+    """Soft masks of a batch of equally long videos.
+
+    Args:
+        model: student in eval mode.
+        frames: uint8 (B, T, H, W) grey frames (rows = y, columns = x).
+        chunk: frames fed per forward call; the recurrent state is carried between chunks.
+    Returns:
+        uint8 (B, T, H, W) = round(sigmoid(logit) * 255).
+    """
+    if frames.ndim != 4:
+        raise ValueError(f"expected frames (B, T, H, W), got shape {frames.shape}")
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    out = np.empty(frames.shape, np.uint8)
+    state = None
+    for s in range(0, frames.shape[1], chunk):
+        x = torch.from_numpy(np.ascontiguousarray(frames[:, s:s + chunk])).to(device)
+        x = x.float().div_(255.0).unsqueeze(2)
+        logits, state = model(x, state)
+        p = torch.sigmoid(logits[:, :, 0]).mul_(255.0).round_().to(torch.uint8)
+        out[:, s:s + chunk] = p.cpu().numpy()
+    return out
+
+
+def predict_video(model: StudentNet, frames: np.ndarray, *, chunk: int = 64,
+                  device: torch.device | str | None = None) -> np.ndarray:
+    """Soft masks of one video: uint8 (T, H, W) frames -> uint8 (T, H, W) (see
+    :func:`predict_videos`)."""
+    return predict_videos(model, frames[None], chunk=chunk, device=device)[0]
+
+
+def predict_padded(model: StudentNet, videos: list[np.ndarray], *, chunk: int = 64,
+                   device: torch.device | str | None = None) -> list[np.ndarray]:
+    """Soft masks of videos of different lengths run as one batch.
+
+    Shorter videos are zero-padded at the end; the recurrence is causal and eval-mode
+    BatchNorm acts per frame, so each video's masks equal those of running it alone.
+    """
+    if not videos:
+        return []
+    t = max(len(v) for v in videos)
+    batch = np.zeros((len(videos), t, *videos[0].shape[1:]), np.uint8)
+    for i, v in enumerate(videos):
+        batch[i, :len(v)] = v
+    out = predict_videos(model, batch, chunk=chunk, device=device)
+    return [out[i, :len(v)] for i, v in enumerate(videos)]
+
+
+def file_sha(path: str | os.PathLike) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def infer_store(student: str | os.PathLike, frames: str | os.PathLike, out: str | os.PathLike,
+                *, chunk: int = 64, videos_per_batch: int | None = None,
+                device: torch.device | str | None = None, shard_frames: int = 2048,
+                chunk_frames: int = 64, resume: bool = True, progress: bool = True) -> Path:
+    """Write the student's soft masks for every frame of the frame store ``frames`` to the
+    mask store ``out`` (see module docstring). Returns ``out``.
+
+    ``videos_per_batch`` videos are run together (zero-padded to the longest); default 1 on
+    CPU, 8 on CUDA. Frames belonging to no video (none in a valid store) stay 0.
+    """
+    device = torch.device(device) if device is not None else default_device()
+    if videos_per_batch is None:
+        videos_per_batch = 8 if device.type == "cuda" else 1
+    if videos_per_batch < 1:
+        raise ValueError(f"videos_per_batch must be >= 1, got {videos_per_batch}")
+    model = load_student(student, device)
+    fs = open_frames(frames)
+    n = int(fs.frames.shape[0])
+    staging = partial_path(out)
+    group = init_mask_store(staging, fs, shard_frames=shard_frames, chunk_frames=chunk_frames,
+                            resume=resume, model="student", student_sha=file_sha(student))
+    masks = group["masks"]
+    done = set(int(b) for b in group.attrs.get("done_blocks", []))
+    index = fs.index.sort_values("start")
+    vstart = index["start"].to_numpy(np.int64)
+    vstop = index["stop"].to_numpy(np.int64)
+    cache: dict[int, np.ndarray] = {}
+    todo = [b for b in shard_blocks(n, shard_frames) if b[0] not in done]
+    for bs, be in tqdm(todo, desc=f"student -> {Path(out).name}", disable=not progress):
+        buf = np.zeros((be - bs, *masks.shape[1:]), np.uint8)
+        vids = np.flatnonzero((vstart < be) & (vstop > bs)).tolist()
+        need = [v for v in vids if v not in cache]
+        for i in range(0, len(need), videos_per_batch):
+            group_ids = need[i:i + videos_per_batch]
+            clips = [np.asarray(fs.frames[vstart[v]:vstop[v]]) for v in group_ids]
+            for v, pred in zip(group_ids, predict_padded(model, clips, chunk=chunk,
+                                                         device=device)):
+                cache[v] = pred
+        for v in vids:
+            a, b = max(vstart[v], bs), min(vstop[v], be)
+            buf[a - bs:b - bs] = cache[v][a - vstart[v]:b - vstart[v]]
+        masks[bs:be] = buf
+        cache = {v: p for v, p in cache.items() if vstop[v] > be}
+        done.add(bs)
+        group.attrs["done_blocks"] = sorted(done)
+    group.attrs["complete"] = True
+    commit(staging, out)
+    return Path(out)

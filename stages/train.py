@@ -1,0 +1,75 @@
+"""Stage: train the ConvLSTM student on cached teacher masks (see echodfkd/train.py).
+
+Writes ``<out>/student.pt`` (weights, config, meta) and ``<out>/train.json`` (best-epoch
+metrics, flat, for ``dvc metrics``); curves go to ``--live``; the per-epoch checkpoint
+``--checkpoint`` (default ``<out>.ckpt/last.pt``, outside ``<out>`` so that DVC does not delete it
+before a rerun) lets an interrupted run resume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from echodfkd.train import Source, TrainConfig, save_student, train_student
+from echodfkd.store import write_text_atomic
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--frames", required=True, help="frame store of the main source")
+    p.add_argument("--masks", required=True, help="teacher mask store aligned with --frames")
+    p.add_argument("--splits", nargs="+", default=["TRAIN"], help="training splits")
+    p.add_argument("--val-split", nargs="+", default=["VAL"], help="validation splits")
+    p.add_argument("--extra-frames", help="optional second training source (frame store)")
+    p.add_argument("--extra-masks", help="teacher mask store aligned with --extra-frames")
+    p.add_argument("--extra-splits", nargs="+", default=["TRAIN"])
+    p.add_argument("--out", required=True, help="output folder for student.pt, train.json")
+    p.add_argument("--checkpoint", help="per-epoch checkpoint (default <out>.ckpt/last.pt)")
+    p.add_argument("--live", help="dvclive folder for the curves")
+    d = TrainConfig()
+    for name in ("blocks", "layers_per_block", "hidden", "kernel_size", "sequence_length",
+                 "epochs", "steps_per_epoch", "patience", "seed", "val_clips_per_video"):
+        p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
+    p.add_argument("--batch", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--skip", action="store_true", help="U-Net skip connections")
+    p.add_argument("--half-resolution", action="store_true", help="train at 56x56")
+    p.add_argument("--short-videos", choices=["skip", "pad"], default=d.short_videos)
+    p.add_argument("--filter-column", help="FileList column to filter training videos on")
+    p.add_argument("--filter-min", type=float)
+    p.add_argument("--filter-max", type=float)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    a = parse_args(argv)
+    if (a.extra_frames is None) != (a.extra_masks is None):
+        raise SystemExit("--extra-frames and --extra-masks go together")
+    config = TrainConfig(
+        blocks=a.blocks, layers_per_block=a.layers_per_block, hidden=a.hidden,
+        kernel_size=a.kernel_size, skip=a.skip, sequence_length=a.sequence_length,
+        batch_size=a.batch, lr=a.lr, epochs=a.epochs,
+        steps_per_epoch=a.steps_per_epoch if a.steps_per_epoch > 0 else None,
+        patience=a.patience, half_resolution=a.half_resolution, seed=a.seed,
+        val_clips_per_video=a.val_clips_per_video, short_videos=a.short_videos,
+        filter_column=a.filter_column or None, filter_min=a.filter_min, filter_max=a.filter_max)
+    train = [Source(a.frames, a.masks, tuple(a.splits))]
+    if a.extra_frames:
+        train.append(Source(a.extra_frames, a.extra_masks, tuple(a.extra_splits)))
+    val = [Source(a.frames, a.masks, tuple(a.val_split))]
+    out = Path(a.out)
+    ckpt = Path(a.checkpoint) if a.checkpoint else out.with_name(out.name + ".ckpt") / "last.pt"
+    result = train_student(train, val, config, ckpt, live_dir=a.live)
+    save_student(out / "student.pt", result.model, result.meta)
+    keys = ("best_epoch", "val_loss", "val_dice_vs_teacher", "epochs_run", "weights",
+            "train_videos", "val_videos")
+    write_text_atomic(out / "train.json",
+                      json.dumps({k: result.meta[k] for k in keys}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

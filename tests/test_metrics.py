@@ -1,0 +1,210 @@
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from echodfkd import metrics as M
+
+
+# ---------------------------------------------------------------- binarize / dice / area
+
+def test_binarize_uint8_and_float():
+    u = np.array([0, 127, 128, 255], dtype=np.uint8)
+    assert M.binarize(u, 0.5).tolist() == [False, False, True, True]
+    f = np.array([0.0, 0.5, 0.51, 1.0])
+    assert M.binarize(f, 0.5).tolist() == [False, False, True, True]
+    b = np.array([True, False])
+    assert M.binarize(b, 0.5) is b
+
+
+def test_binarize_rejects_bad_threshold_and_dtype():
+    with pytest.raises(ValueError, match="1.5"):
+        M.binarize(np.zeros(3), 1.5)
+    with pytest.raises(TypeError, match="int64"):
+        M.binarize(np.zeros(3, dtype=np.int64), 0.5)
+
+
+def test_dice_by_hand():
+    a = np.zeros((4, 4), bool)
+    b = np.zeros((4, 4), bool)
+    a[0, :4] = True          # 4 pixels
+    b[0, 2:4] = True         # 2 pixels, both inside a
+    assert M.dice(a, b) == pytest.approx(2 * 2 / (4 + 2))
+    assert M.dice(a, ~a) == 0.0
+    assert M.dice(a, a) == 1.0
+
+
+def test_dice_empty_vs_empty_is_one_and_empty_vs_full_is_zero():
+    z = np.zeros((3, 3), bool)
+    assert M.dice(z, z) == 1.0
+    assert M.dice(z, ~z) == 0.0
+
+
+def test_dice_rejects_soft_masks_and_shape_mismatch():
+    with pytest.raises(ValueError, match="binary"):
+        M.dice(np.full((2, 2), 200, np.uint8), np.ones((2, 2), np.uint8))
+    with pytest.raises(ValueError, match="shapes differ"):
+        M.dice(np.ones((2, 2), bool), np.ones((2, 3), bool))
+
+
+def test_dice_per_frame_and_area_curve():
+    a = np.zeros((3, 2, 2), bool)
+    b = np.zeros((3, 2, 2), bool)
+    a[0] = True                       # frame 0: 4 vs 0 -> 0
+    a[1, 0, 0] = b[1, 0, 0] = True    # frame 1: identical -> 1
+    b[1, 1, 1] = True                 # ... 1 vs 2 with 1 shared -> 2/3
+    # frame 2 empty vs empty -> 1
+    np.testing.assert_allclose(M.dice_per_frame(a, b), [0.0, 2 / 3, 1.0])
+    assert M.area_curve(a).tolist() == [4, 1, 0]
+    assert M.area_curve(a).dtype == np.int64
+
+
+mask_pairs = st.integers(1, 6).flatmap(lambda n: st.tuples(
+    arrays(bool, (n, 5)), arrays(bool, (n, 5))))
+
+
+@settings(max_examples=60, deadline=None)
+@given(mask_pairs)
+def test_dice_properties(pair):
+    a, b = pair
+    d = M.dice(a, b)
+    assert 0.0 <= d <= 1.0
+    assert d == M.dice(b, a)
+    if a.any():
+        assert M.dice(a, a) == 1.0
+
+
+# ---------------------------------------------------------------- phase frames / aFD
+
+def test_find_phase_frame_by_hand():
+    # two dips below the median: run [2..4] (min at 3) and run [8..9] (min at 9)
+    a = np.array([9, 8, 3, 1, 4, 8, 9, 8, 2, 0], float)
+    assert M.find_phase_frame(a, 3, "ES") == 3
+    assert M.find_phase_frame(a, 5, "ES") == 3     # 1 from run [2..4], 3 from run [8..9]
+    assert M.find_phase_frame(a, 7, "ES") == 9     # 1 from run [8..9]
+    assert M.afd(a, 7, "ES") == 2
+    # ED on -a: runs above the median are [0..1] and [5..7]; argmax 0 and 6
+    assert M.find_phase_frame(a, 1, "ED") == 0
+    assert M.find_phase_frame(a, 5, "ED") == 6
+    assert M.afd(a, 5, "ED") == 1
+
+
+def test_find_phase_frame_tie_between_runs_takes_earlier():
+    a = np.array([0, 5, 5, 5, 1], float)   # runs [0] and [4], reference 2 is 2 from each
+    assert M.find_phase_frame(a, 2, "ES") == 0
+
+
+def test_find_phase_frame_constant_curve_does_not_return_reference():
+    a = np.zeros(10)
+    assert M.find_phase_frame(a, 7, "ES") == 0
+    assert M.afd(a, 7, "ED") == 7
+
+
+def test_find_phase_frame_errors():
+    with pytest.raises(ValueError, match="outside"):
+        M.find_phase_frame(np.arange(5.0), 5, "ES")
+    with pytest.raises(ValueError, match="phase"):
+        M.find_phase_frame(np.arange(5.0), 1, "XX")
+    with pytest.raises(ValueError, match="NaN"):
+        M.find_phase_frame(np.array([1.0, np.nan]), 0, "ES")
+
+
+curves = arrays(np.float64, st.integers(1, 40), elements=st.integers(0, 50).map(float))
+
+
+@settings(max_examples=100, deadline=None)
+@given(curves)
+def test_afd_zero_at_the_extremes(a):
+    assert M.afd(a, int(np.argmin(a)), "ES") == 0
+    assert M.afd(a, int(np.argmax(a)), "ED") == 0
+
+
+@settings(max_examples=100, deadline=None)
+@given(curves, st.data())
+def test_found_frame_is_in_range_and_below_median(a, data):
+    ref = data.draw(st.integers(0, a.size - 1))
+    f = M.find_phase_frame(a, ref, "ES")
+    assert 0 <= f < a.size
+    if a.min() < np.median(a):
+        assert a[f] < np.median(a)
+
+
+# ---------------------------------------------------------------- EF, correlations
+
+def test_ef_from_areas():
+    assert M.ef_from_areas(100, 40) == pytest.approx(60.0)
+    np.testing.assert_allclose(M.ef_from_areas([200, 0], [50, 0]), [75.0, np.nan])
+
+
+def test_pearson_mae_spearman_by_hand():
+    x = [1, 2, 3, 4]
+    assert M.pearson_r(x, [2, 4, 6, 8]) == pytest.approx(1.0)
+    assert M.pearson_r(x, [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert math.isnan(M.pearson_r(x, [1, 1, 1, 1]))
+    assert M.mae([1, 2, np.nan], [2, 4, 0]) == pytest.approx(1.5)
+    # monotone but non-linear: rho 1, r < 1
+    assert M.spearman_rho(x, [1, 10, 100, 1000]) == pytest.approx(1.0)
+    assert M.pearson_r(x, [1, 10, 100, 1000]) < 0.99
+
+
+def test_rankdata_ties_and_spearman_with_ties():
+    np.testing.assert_allclose(M.rankdata([10, 20, 20, 5]), [2, 3.5, 3.5, 1])
+    # ranks x: 1, 2.5, 2.5, 4 ; y: 1, 2, 3, 4 -> r of ranks
+    rx, ry = np.array([1, 2.5, 2.5, 4]), np.array([1, 2, 3, 4.0])
+    expected = np.corrcoef(rx, ry)[0, 1]
+    assert M.spearman_rho([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(expected)
+
+
+def test_teacher_agreement_is_mean_per_frame_dice():
+    s = np.zeros((2, 2, 2), np.uint8)
+    t = np.zeros((2, 2, 2), np.uint8)
+    s[0] = 255                # frame 0: 4 px vs teacher 2 px shared -> 2*2/6
+    t[0, 0] = 200
+    # frame 1: both empty -> 1
+    assert M.teacher_agreement(s, t, 0.5) == pytest.approx((4 / 6 + 1) / 2)
+    with pytest.raises(ValueError, match="shape"):
+        M.teacher_agreement(s, t[:1], 0.5)
+
+
+# ---------------------------------------------------------------- Pareto front
+
+def test_pareto_front_by_hand():
+    cost = [1, 2, 3, 4, 2]
+    score = [0.5, 0.7, 0.6, 0.9, 0.7]
+    # index 2 is dominated by index 1 (cheaper, better); 1 and 4 are duplicates -> both optimal
+    assert M.pareto_front(cost, score).tolist() == [True, True, False, True, True]
+
+
+def test_pareto_front_nan_and_two_costs():
+    assert M.pareto_front([1, 2], [np.nan, 0.1]).tolist() == [False, True]
+    cost = np.array([[1, 10], [2, 1], [3, 20]])
+    assert M.pareto_front(cost, [0.5, 0.5, 0.6]).tolist() == [True, True, True]
+    assert M.pareto_front(cost, [0.5, 0.5, 0.4]).tolist() == [True, True, False]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 20), st.integers(0, 20)), min_size=1, max_size=25))
+def test_pareto_front_invariants(points):
+    cost = np.array([p[0] for p in points], float)
+    score = np.array([p[1] for p in points], float)
+    front = M.pareto_front(cost, score)
+    assert front.any()
+    # the best score at the lowest cost among the best scores is always optimal
+    best = np.flatnonzero(score == score.max())
+    assert front[best[np.argmin(cost[best])]]
+    # no front point dominates another front point
+    for i in np.flatnonzero(front):
+        for j in np.flatnonzero(front):
+            assert not (cost[j] <= cost[i] and score[j] >= score[i]
+                        and (cost[j] < cost[i] or score[j] > score[i]))
+    # every non-front point is dominated by some front point
+    for i in np.flatnonzero(~front):
+        assert any(cost[j] <= cost[i] and score[j] >= score[i] for j in np.flatnonzero(front))
+    # along the front sorted by cost, score strictly increases (ties in cost share a score)
+    order = np.lexsort((score[front], cost[front]))
+    c, s = cost[front][order], score[front][order]
+    assert all((c[k + 1] == c[k] and s[k + 1] == s[k]) or s[k + 1] > s[k]
+               for k in range(len(c) - 1))

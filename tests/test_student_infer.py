@@ -1,0 +1,136 @@
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import echodfkd.student_infer as si
+from echodfkd.models.convlstm import StudentNet
+from echodfkd.store import (INDEX_COLUMNS, TRACED_COLUMNS, finish_frame_store, init_frame_store,
+                            open_frames, open_masks, partial_path)
+from echodfkd.train import save_student
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+def make_frames(tmp_path, lengths):
+    stop = np.cumsum(lengths)
+    index = pd.DataFrame({
+        "FileName": [f"v{i}" for i in range(len(lengths))], "Split": "TEST",
+        "start": stop - np.asarray(lengths), "stop": stop, "FPS": 50.0, "EF": 55.0,
+        "ESV": 0.0, "EDV": 0.0, "FrameHeight": 112, "FrameWidth": 112,
+        "NumberOfFrames": lengths})[INDEX_COLUMNS]
+    path = tmp_path / "frames.zarr"
+    g = init_frame_store(path, index, 0, with_gt=False, shard_frames=16, chunk_frames=8)
+    g["frames"][:] = np.random.default_rng(0).integers(0, 256, (int(stop[-1]), 112, 112),
+                                                       dtype=np.uint8)
+    finish_frame_store(g, index, pd.DataFrame(columns=TRACED_COLUMNS))
+    return path
+
+
+@pytest.fixture
+def student(tmp_path):
+    torch.manual_seed(0)
+    net = StudentNet(blocks=2, layers_per_block=1, hidden=2)
+    with torch.no_grad():  # non-trivial BatchNorm statistics
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+    path = tmp_path / "student.pt"
+    save_student(path, net, {"note": "test"})
+    return path, net.eval()
+
+
+def test_chunked_video_equals_whole(student):
+    _, net = student
+    frames = np.random.default_rng(1).integers(0, 256, (13, 112, 112), dtype=np.uint8)
+    whole = si.predict_video(net, frames, chunk=13)
+    chunked = si.predict_video(net, frames, chunk=4)
+    assert whole.dtype == np.uint8 and whole.shape == (13, 112, 112)
+    assert np.abs(whole.astype(int) - chunked.astype(int)).max() <= 1  # rounding at .5 only
+    # the value is round(sigmoid(logit) * 255)
+    with torch.no_grad():
+        logits, _ = net(torch.from_numpy(frames).float().div(255)[None, :, None])
+    expected = torch.round(torch.sigmoid(logits[0, :, 0]) * 255).numpy().astype(np.uint8)
+    assert np.abs(whole.astype(int) - expected.astype(int)).max() <= 1
+
+
+def test_padded_batch_equals_single(student):
+    _, net = student
+    rng = np.random.default_rng(2)
+    videos = [rng.integers(0, 256, (n, 112, 112), dtype=np.uint8) for n in (5, 9, 2)]
+    batched = si.predict_padded(net, videos, chunk=4)
+    for v, b in zip(videos, batched):
+        single = si.predict_video(net, v, chunk=4)
+        assert b.shape == v.shape
+        assert np.abs(b.astype(int) - single.astype(int)).max() <= 1
+
+
+def test_infer_store_aligned(tmp_path, student):
+    path, net = student
+    lengths = [7, 20, 5, 11]            # videos straddle the 16-frame shards
+    frames = make_frames(tmp_path, lengths)
+    out = tmp_path / "student_masks.zarr"
+    si.infer_store(path, frames, out, chunk=6, videos_per_batch=2, shard_frames=16,
+                   chunk_frames=8, device="cpu", progress=False)
+    fs = open_frames(frames)
+    ms = open_masks(out, frames=fs)
+    assert ms.attrs["complete"] is True and ms.attrs["model"] == "student"
+    assert not partial_path(out).exists()
+    masks = ms.masks[:]
+    for i in range(len(lengths)):
+        row = fs.index.iloc[i]
+        expected = si.predict_video(net, fs.video(i), chunk=64)
+        got = masks[int(row.start):int(row.stop)]
+        assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1
+
+
+def test_infer_store_resumes(tmp_path, student, monkeypatch):
+    path, _ = student
+    frames = make_frames(tmp_path, [7, 20, 5, 11])
+    ref = tmp_path / "ref.zarr"
+    si.infer_store(path, frames, ref, shard_frames=16, device="cpu", progress=False)
+    calls = []
+    real = si.predict_padded
+
+    def flaky(model, videos, **kw):
+        calls.append(len(videos))
+        if len(calls) == 3:
+            raise RuntimeError("interrupted")
+        return real(model, videos, **kw)
+
+    out = tmp_path / "out.zarr"
+    monkeypatch.setattr(si, "predict_padded", flaky)
+    with pytest.raises(RuntimeError):
+        si.infer_store(path, frames, out, shard_frames=16, device="cpu", progress=False)
+    assert not out.exists() and partial_path(out).exists()
+    import zarr
+    done = zarr.open_group(str(partial_path(out)), mode="r").attrs["done_blocks"]
+    assert done == [0]                  # block 0 (videos 0, 1) finished
+    resumed = []
+    monkeypatch.setattr(si, "predict_padded",
+                        lambda model, videos, **kw: resumed.append(len(videos[0]))
+                        or real(model, videos, **kw))
+    si.infer_store(path, frames, out, shard_frames=16, device="cpu", progress=False)
+    assert resumed == [20, 5, 11]       # video 0 (block 0 only) is not run again
+    np.testing.assert_array_equal(open_masks(out).masks[:], open_masks(ref).masks[:])
+
+
+def test_stage_cli(tmp_path, student):
+    path, _ = student
+    frames = make_frames(tmp_path, [4, 6])
+    spec = importlib.util.spec_from_file_location("stage_infer", ROOT / "stages" / "infer.py")
+    stage = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stage)
+    out = tmp_path / "data" / "student" / "real.zarr"
+    stage.main(["--student", str(path), "--frames", str(frames), "--out", str(out),
+                "--chunk", "3", "--device", "cpu"])
+    assert open_masks(out, frames=open_frames(frames)).masks.shape == (10, 112, 112)
