@@ -11,8 +11,12 @@ noisy; the ratios are the useful part):
   multiply-add counted as 2 FLOPs), frames/s of the forward pass on a prepared batch and of the
   whole ``TeacherModel.predict_proba`` path (uint8 in, preprocessing, sigmoid, copy back),
   achieved GFLOP/s and its fraction of the matmul rate. On CUDA also with autocast (``amp``),
-  compared with the bf16 matmul rate. Note cuDNN convolutions may use TF32 while fp32 matmuls
-  do not (torch defaults), so a fraction above 1 is possible there.
+  compared with the bf16 matmul rate.
+
+The matmul rate is a yardstick, not a hard peak: a fraction above 1 happens when the
+convolution library beats the BLAS behind torch.mm (on AMD EPYC CPUs MKL's sgemm takes a
+slower path than oneDNN's AVX-512 convolutions; on CUDA cuDNN convolutions may use TF32 while
+fp32 matmuls do not, by torch's defaults).
 """
 
 from __future__ import annotations

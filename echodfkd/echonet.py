@@ -321,54 +321,114 @@ class Video:
     width: int
 
 
+class _GreyFrames:
+    """Growable uint8 (T, 112, 112) output; frames of another size are resized (INTER_AREA)."""
+
+    def __init__(self, hint: int):
+        self.out = np.empty((max(hint, 1), FRAME_SIZE, FRAME_SIZE), dtype=np.uint8)
+        self.n = 0
+        self.height = self.width = 0
+
+    def add(self, grey: np.ndarray) -> None:
+        if self.n == 0:
+            self.height, self.width = grey.shape[:2]
+        if self.n == self.out.shape[0]:
+            self.out = np.concatenate([self.out, np.empty_like(self.out)])
+        if grey.shape == (FRAME_SIZE, FRAME_SIZE):
+            self.out[self.n] = grey
+        else:
+            self.out[self.n] = cv2.resize(grey, (FRAME_SIZE, FRAME_SIZE),
+                                          interpolation=cv2.INTER_AREA)
+        self.n += 1
+
+    def frames(self) -> np.ndarray:
+        return self.out if self.n == self.out.shape[0] else self.out[:self.n].copy()
+
+
+_JPEG_GREY = cv2.IMREAD_GRAYSCALE | cv2.IMREAD_IGNORE_ORIENTATION
+
+
+def _read_jpeg_packets(cap: cv2.VideoCapture, path: Path, hint: int) -> _GreyFrames | None:
+    """Motion-JPEG fast path: decode each raw packet's luma plane with libjpeg.
+
+    Returns None (nothing consumed that matters) when the stream is not JPEG; raises
+    VideoError for a JPEG frame that does not decode.
+    """
+    out = _GreyFrames(hint)
+    while True:
+        ok, packet = cap.read()
+        if not ok or packet is None or packet.size == 0:
+            return out
+        if out.n == 0 and not (packet.size > 2 and packet.flat[0] == 0xFF
+                               and packet.flat[1] == 0xD8):
+            return None
+        grey = cv2.imdecode(packet.reshape(-1), _JPEG_GREY)
+        if grey is None:
+            if out.n == 0:
+                return None
+            raise VideoError(f"video {str(path)!r} is truncated or corrupt: frame {out.n} "
+                             f"(of {hint} announced) is not a decodable JPEG")
+        out.add(grey)
+
+
+def _read_decoded(cap: cv2.VideoCapture, hint: int) -> _GreyFrames:
+    """Any codec FFmpeg reads: decode to BGR, then luma with cvtColor(BGR2GRAY)."""
+    out = _GreyFrames(hint)
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            return out
+        out.add(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if frame.ndim == 3 else frame)
+
+
 def decode_video(path: str | os.PathLike) -> Video:
     """Decode an AVI (or anything OpenCV's FFmpeg backend reads) to grey 112x112 frames.
 
-    Grey is the first channel of OpenCV's BGR output (EchoNet's three channels are
-    identical); other sizes are resized to 112x112 with ``cv2.INTER_AREA``. Raises
-    :class:`VideoError`, naming the file, when it cannot be opened, has no frames, or
-    decodes to fewer frames than its header announces (truncated file). Frames beyond the
-    header count are kept.
+    Grey is the luma (Y) plane: for Motion-JPEG (EchoNet, EchoNet-Synthetic, the phantom)
+    each frame's JPEG is decoded straight to grey by libjpeg (``cv2.imdecode`` with
+    ``IMREAD_GRAYSCALE``), which skips chroma and is faster than OpenCV's BGR decoding;
+    other codecs are decoded to BGR and converted with ``cv2.cvtColor(BGR2GRAY)``. For
+    EchoNet's grey videos both are within 1-3 levels of any BGR channel (chroma
+    quantisation noise), and the luma is the closest to the grey image that was encoded.
+    Other sizes are resized to 112x112 with ``cv2.INTER_AREA``. FFmpeg runs one thread
+    per video (parallelism comes from decoding several videos at once).
+
+    Raises :class:`VideoError`, naming the file, when it is missing, cannot be opened, has
+    no frames, has an undecodable JPEG frame, or yields fewer frames than its header
+    announces (truncated file). Frames beyond the header count are kept.
     """
     path = Path(path)
     if not path.is_file():
         raise VideoError(f"video {str(path)!r} does not exist")
-    # One decoding thread per video: parallelism comes from decoding several videos at once,
-    # and FFmpeg's own threads cost more than they give on 112x112 frames.
-    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, 1])
-    if not cap.isOpened():
-        cap = cv2.VideoCapture(str(path))
+    announced, fps, frames = 0, float("nan"), None
+    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG,
+                           [cv2.CAP_PROP_FORMAT, -1, cv2.CAP_PROP_N_THREADS, 1])
     try:
-        if not cap.isOpened():
-            raise VideoError(f"video {str(path)!r} cannot be opened (not a readable video)")
-        announced = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-        fps = float(cap.get(cv2.CAP_PROP_FPS))
-        out = np.empty((max(announced, 1), FRAME_SIZE, FRAME_SIZE), dtype=np.uint8)
-        n, height, width = 0, 0, 0
-        while True:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            if n == 0:
-                height, width = frame.shape[:2]
-            grey = frame[:, :, 0] if frame.ndim == 3 else frame
-            if n == out.shape[0]:
-                out = np.concatenate([out, np.empty_like(out)])
-            if grey.shape == (FRAME_SIZE, FRAME_SIZE):
-                out[n] = grey
-            else:
-                out[n] = cv2.resize(grey, (FRAME_SIZE, FRAME_SIZE),
-                                    interpolation=cv2.INTER_AREA)
-            n += 1
+        if cap.isOpened():
+            announced = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+            fps = float(cap.get(cv2.CAP_PROP_FPS))
+            frames = _read_jpeg_packets(cap, path, announced)
     finally:
         cap.release()
-    if n == 0:
+    if frames is None:
+        cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, 1])
+        if not cap.isOpened():
+            cap = cv2.VideoCapture(str(path))
+        try:
+            if not cap.isOpened():
+                raise VideoError(f"video {str(path)!r} cannot be opened (not a readable video)")
+            announced = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+            fps = float(cap.get(cv2.CAP_PROP_FPS))
+            frames = _read_decoded(cap, announced)
+        finally:
+            cap.release()
+    if frames.n == 0:
         raise VideoError(f"video {str(path)!r} has no frames")
-    if n < announced:
+    if frames.n < announced:
         raise VideoError(f"video {str(path)!r} is truncated: header announces {announced} "
-                         f"frames, {n} decoded")
-    return Video(frames=out[:n].copy() if n < out.shape[0] else out, fps=fps,
-                 height=int(height), width=int(width))
+                         f"frames, {frames.n} decoded")
+    return Video(frames=frames.frames(), fps=fps, height=int(frames.height),
+                 width=int(frames.width))
 
 
 def read_video(path: str | os.PathLike) -> np.ndarray:

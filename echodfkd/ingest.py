@@ -4,8 +4,8 @@ Videos are decoded in parallel by dask tasks (local threads, or the workers of a
 ``dask.distributed`` scheduler) in batches, with a bounded number of batches in flight.
 The driver receives the decoded videos in FileList order, appends them to shard-sized
 buffers and writes each shard exactly once, whole, in order: no two writers ever touch the
-same shard, memory stays bounded (in-flight batches plus one shard buffer per array) and the
-store is byte-identical for identical inputs.
+same shard, memory stays bounded (in-flight batches plus at most three shard buffers per
+array) and the store is byte-identical for identical inputs.
 """
 
 from __future__ import annotations
@@ -121,7 +121,8 @@ def _load(item: _Item) -> _Loaded:
     try:
         video = decode_video(item.video_path)
     except _INPUT_ERRORS as e:
-        out.error = Skip(item.name, f"Videos/{item.name}.avi", item.row, "video", str(e))
+        reason = str(e) if isinstance(e, VideoError) else f"{type(e).__name__}: {e}"
+        out.error = Skip(item.name, f"Videos/{item.name}.avi", item.row, "video", reason)
         return out
     n = video.frames.shape[0]
     if item.gt_path is not None:
@@ -161,9 +162,12 @@ class _Runner:
         self.client = None
         self.run_id = uuid.uuid4().hex[:12]
         self.n = 0
+        self.in_flight = in_flight
+        self.threads = max(1, workers)
         if scheduler:
             from distributed import Client
-            self.client = Client(scheduler)
+            self.client = Client(scheduler, set_as_default=False)
+            self.threads = max(1, sum(self.client.nthreads().values()))
         else:
             self.pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="ingest-decode")
             self.driver = ThreadPoolExecutor(max(1, in_flight), thread_name_prefix="ingest-dask")
@@ -218,13 +222,16 @@ class _ShardAppender:
     """
 
     def __init__(self, array: zarr.Array, writer: ThreadPoolExecutor):
-        self.array = array
+        # Skipping all-zero chunks costs a full comparison per chunk (as much as zstd):
+        # write every chunk instead.
+        self.array = array.with_config({"write_empty_chunks": True})
         self.writer = writer
         self.block = int(array.shards[0]) if array.shards else int(array.chunks[0])
         self.buf = np.empty((self.block, FRAME_SIZE, FRAME_SIZE), dtype=np.uint8)
         self.fill = 0
         self.written = 0  # frames handed to the writer
         self.pending: deque = deque()
+        self.free: list[np.ndarray] = []  # buffers back from the writer, reused (no page faults)
 
     @property
     def size(self) -> int:
@@ -242,16 +249,19 @@ class _ShardAppender:
                 self._hand_over()
 
     def _hand_over(self) -> None:
-        start, stop, buf = self.written, self.written + self.fill, self.buf[:self.fill]
-        self.pending.append(self.writer.submit(self._write, start, stop, buf))
+        start, stop = self.written, self.written + self.fill
+        self.pending.append(self.writer.submit(self._write, start, stop, self.buf))
         self.written, self.fill = stop, 0
-        self.buf = np.empty_like(self.buf)
         while len(self.pending) > 2:
-            self.pending.popleft().result()
+            self.free.append(self.pending.popleft().result())
+        self.buf = self.free.pop() if self.free else np.empty_like(self.buf)
 
-    def _write(self, start: int, stop: int, buf: np.ndarray) -> None:
+    def _write(self, start: int, stop: int, buf: np.ndarray) -> np.ndarray:
+        """Runs on the writer thread: grow the array to ``stop`` and write ``buf[:stop-start]``
+        (a whole shard, or the last one); returns ``buf`` for reuse."""
         self.array.resize((stop, FRAME_SIZE, FRAME_SIZE))
-        self.array[start:stop] = buf
+        self.array[start:stop] = buf[:stop - start]
+        return buf
 
     def finish(self) -> None:
         """Write the last (partial) shard and wait for every write."""
@@ -312,7 +322,7 @@ def _plan(root: Path) -> tuple[pd.DataFrame, list[_Item], list[Skip], bool, int]
     for extra in sorted(on_disk - listed):
         skips.append(Skip(extra[:-4], f"Videos/{extra}", None, "extra",
                           "video is not listed in FileList.csv: ignored"))
-    listed_names = set(filelist["FileName"])
+    listed_names = set(filelist["FileName"]) | {s.file_name for s in skips}
     for name, rows in by_name.items():
         if name not in listed_names:
             skips.append(Skip(name, "VolumeTracings.csv", int(rows["row"].iloc[0]), "tracing",
@@ -328,7 +338,10 @@ def _check_bad(root: Path, n_rows: int, skips: list[Skip], max_bad_fraction: flo
                           seconds=time.perf_counter() - t0)
     if skipped_path is not None:
         write_skips_csv(df, skipped_path)
-    if n_rows == 0 or bad > max_bad_fraction * n_rows:
+    if n_rows == 0:
+        raise IngestError(f"{str(root / 'FileList.csv')!r} has no rows: nothing to ingest",
+                          report)
+    if bad > max_bad_fraction * n_rows:
         counts = df[df["kind"].isin(BAD_KINDS)]["kind"].value_counts().to_dict()
         where = (f"see {str(skipped_path)!r}" if skipped_path is not None
                  else "pass skipped_path to get the skip report")
@@ -337,6 +350,69 @@ def _check_bad(root: Path, n_rows: int, skips: list[Skip], max_bad_fraction: flo
             f"({bad / max(n_rows, 1):.1%} > max_bad_fraction {max_bad_fraction:.1%}; "
             f"by kind: {counts}); no store was written; {where}", report)
     return report
+
+
+class _Assembler:
+    """Driver side: appends decoded videos, in order, to the store's arrays and index."""
+
+    def __init__(self, group: zarr.Group, by_name: pd.DataFrame, with_gt: bool,
+                 writer: ThreadPoolExecutor):
+        self.by_name = by_name
+        self.frames = _ShardAppender(group["frames"], writer)
+        self.gt = _ShardAppender(group["gt_masks"], writer) if with_gt else None
+        self.traced = _ShardAppender(group["traced_masks"], writer)
+        self.index_rows: list[dict] = []
+        self.traced_rows: list[tuple] = []
+        self.gt_rows: list[tuple] = []
+
+    def add(self, loaded: _Loaded, skips: list[Skip]) -> None:
+        if loaded.error is not None:
+            skips.append(loaded.error)
+            return
+        skips.extend(loaded.skips)
+        meta = self.by_name.loc[loaded.name]
+        n = int(loaded.frames.shape[0])
+        start, video = self.frames.size, len(self.index_rows)
+        self.frames.append(loaded.frames)
+        if self.gt is not None:
+            self.gt.append(loaded.gt_masks)
+            self.gt_rows.extend((loaded.name, video, f, p) for f, p in loaded.gt_events)
+        for t in loaded.traced:
+            self.traced_rows.append((loaded.name, video, t.frame, t.phase, self.traced.size))
+            self.traced.append(t.mask[None])
+        listed_n = float(meta["NumberOfFrames"])
+        if np.isfinite(listed_n) and listed_n != n:
+            skips.append(Skip(loaded.name, f"Videos/{loaded.name}.avi", int(meta["row"]), "note",
+                              f"FileList NumberOfFrames is {listed_n:g} but {n} frames were "
+                              f"decoded (the decoded count is used)"))
+
+        def listed_or(column: str, value: float) -> float:
+            v = float(meta[column])
+            return v if np.isfinite(v) else float(value)
+
+        self.index_rows.append({
+            "FileName": loaded.name, "Split": meta["Split"], "start": start, "stop": start + n,
+            "FPS": listed_or("FPS", loaded.fps), "EF": float(meta["EF"]),
+            "ESV": float(meta["ESV"]), "EDV": float(meta["EDV"]),
+            "FrameHeight": listed_or("FrameHeight", loaded.height),
+            "FrameWidth": listed_or("FrameWidth", loaded.width),
+            "NumberOfFrames": listed_or("NumberOfFrames", n),
+        })
+
+    def finish(self, group: zarr.Group) -> pd.DataFrame:
+        """Wait for the writes, then write the index attributes; returns the index."""
+        for appender in (self.frames, self.gt, self.traced):
+            if appender is not None:
+                appender.finish()
+        index = pd.DataFrame(self.index_rows, columns=INDEX_COLUMNS)
+        index["start"] = index["start"].astype("int64")
+        index["stop"] = index["stop"].astype("int64")
+        traced = pd.DataFrame(self.traced_rows, columns=TRACED_COLUMNS)
+        extra = {}
+        if self.gt is not None:
+            extra["gt_events"] = _records(pd.DataFrame(self.gt_rows, columns=GT_COLUMNS))
+        finish_frame_store(group, index, traced, **extra)
+        return index
 
 
 def ingest_source(root: str | os.PathLike, out_path: str | os.PathLike, *,
@@ -354,12 +430,15 @@ def ingest_source(root: str | os.PathLike, out_path: str | os.PathLike, *,
     refused traced frames and videos absent from FileList are reported in
     ``report.skips`` (and written to ``skipped_path`` if given, also on failure).
 
-    Decoding runs as dask tasks on ``workers`` local threads, or on the cluster at
-    ``scheduler`` (a ``dask.distributed`` address) when non-empty, ``batch_videos`` videos
-    per task batch (default ``4 * workers``), at most three batches in flight. The store is
-    built at ``partial_path(out_path)`` and committed atomically; raises
-    :class:`IngestError` (leaving ``out_path`` untouched) when more than
-    ``max_bad_fraction`` of the FileList rows are bad.
+    Decoding runs as dask tasks (one per video) on ``workers`` local threads, or on the
+    cluster at ``scheduler`` (a ``dask.distributed`` address) when non-empty, in batches of
+    ``batch_videos`` videos (default: about ``512 * workers`` frames by FileList's
+    NumberOfFrames; ``workers`` is the cluster's thread count with a scheduler), three
+    batches in flight (memory: about ``3 * 512 * workers`` decoded frames, plus up to three
+    shard buffers per array); one writer thread writes whole shards in order. The store is built at
+    ``partial_path(out_path)`` and committed atomically; raises :class:`IngestError`
+    (leaving ``out_path`` untouched) when more than ``max_bad_fraction`` of the FileList
+    rows are bad.
     """
     t0 = time.perf_counter()
     root, out_path = Path(root), Path(out_path)
@@ -367,83 +446,40 @@ def ingest_source(root: str | os.PathLike, out_path: str | os.PathLike, *,
     _check_bad(root, n_rows, skips, max_bad_fraction, skipped_path, t0)
 
     by_name = filelist.set_index("FileName")
+    frames_hint = [float(by_name.loc[it.name, "NumberOfFrames"]) for it in items]
     staging = partial_path(out_path)
-    empty = pd.DataFrame({c: pd.Series(dtype="float64") for c in INDEX_COLUMNS})
-    group = init_frame_store(staging, empty, 0, with_gt=with_gt, shard_frames=shard_frames,
-                             chunk_frames=chunk_frames)
-    frames_out = _ShardAppender(group["frames"])
-    gt_out = _ShardAppender(group["gt_masks"]) if with_gt else None
-    traced_out = _ShardAppender(group["traced_masks"])
-    index_rows: list[dict] = []
-    traced_rows: list[tuple] = []
-    gt_rows: list[tuple] = []
-    batch = max(1, batch_videos if batch_videos else 4 * max(1, workers))
-    in_flight = 3
-    runner = _Runner(workers, scheduler, in_flight)
-    pending: deque = deque()
-    batches = [items[i:i + batch] for i in range(0, len(items), batch)]
+    writer = ThreadPoolExecutor(1, thread_name_prefix="ingest-write")
+    runner = None
     bar = tqdm(total=len(items), desc=f"ingest {root.name}", unit="video", disable=not progress)
     try:
-        next_batch = 0
-        while next_batch < len(batches) or pending:
-            while next_batch < len(batches) and len(pending) < in_flight:
-                pending.append(runner.submit(batches[next_batch]))
-                next_batch += 1
-            for loaded in pending.popleft().result():
-                bar.update(1)
-                if loaded.error is not None:
-                    skips.append(loaded.error)
-                    continue
-                skips.extend(loaded.skips)
-                meta = by_name.loc[loaded.name]
-                n = int(loaded.frames.shape[0])
-                start = frames_out.written + frames_out.fill
-                video = len(index_rows)
-                frames_out.append(loaded.frames)
-                if gt_out is not None:
-                    gt_out.append(loaded.gt_masks)
-                    gt_rows.extend((loaded.name, video, f, p) for f, p in loaded.gt_events)
-                for t in loaded.traced:
-                    traced_rows.append((loaded.name, video, t.frame, t.phase, len(traced_rows)))
-                    traced_out.append(t.mask[None])
-                listed_n = meta["NumberOfFrames"]
-                if np.isfinite(listed_n) and int(listed_n) != n:
-                    skips.append(Skip(loaded.name, f"Videos/{loaded.name}.avi", int(meta["row"]),
-                                      "note", f"FileList NumberOfFrames is {int(listed_n)}, "
-                                      f"{n} frames decoded (the decoded count is used)"))
-                index_rows.append({
-                    "FileName": loaded.name, "Split": meta["Split"],
-                    "start": start, "stop": start + n,
-                    "FPS": meta["FPS"] if np.isfinite(meta["FPS"]) else loaded.fps,
-                    "EF": meta["EF"], "ESV": meta["ESV"], "EDV": meta["EDV"],
-                    "FrameHeight": (meta["FrameHeight"] if np.isfinite(meta["FrameHeight"])
-                                    else float(loaded.height)),
-                    "FrameWidth": (meta["FrameWidth"] if np.isfinite(meta["FrameWidth"])
-                                   else float(loaded.width)),
-                    "NumberOfFrames": listed_n if np.isfinite(listed_n) else float(n),
-                })
+        runner = _Runner(workers, scheduler, in_flight=3)
+        batches = _batches(items, frames_hint, 512 * runner.threads, batch_videos)
+        empty = pd.DataFrame({c: pd.Series(dtype="float64") for c in INDEX_COLUMNS})
+        group = init_frame_store(staging, empty, 0, with_gt=with_gt,
+                                 shard_frames=shard_frames, chunk_frames=chunk_frames)
+        assembler = _Assembler(group, by_name, with_gt, writer)
+        pending: deque = deque()
+        for batch in batches + [None] * runner.in_flight:  # None: drain
+            if batch is not None:
+                pending.append(runner.submit(batch))
+            if pending and (batch is None or len(pending) == runner.in_flight):
+                for loaded in pending.popleft().result():
+                    assembler.add(loaded, skips)
+                    bar.update(1)
         bar.close()
-        frames_out.flush()
-        if gt_out is not None:
-            gt_out.flush()
-        traced_out.flush()
+        index = assembler.finish(group)
         report = _check_bad(root, n_rows, skips, max_bad_fraction, skipped_path, t0)
-        index = pd.DataFrame(index_rows, columns=INDEX_COLUMNS)
-        index["start"] = index["start"].astype("int64")
-        index["stop"] = index["stop"].astype("int64")
-        traced = pd.DataFrame(traced_rows, columns=TRACED_COLUMNS)
-        extra = {}
-        if with_gt:
-            extra["gt_events"] = _records(pd.DataFrame(gt_rows, columns=GT_COLUMNS))
-        finish_frame_store(group, index, traced, **extra)
         commit(staging, out_path)
     except BaseException:
         bar.close()
+        writer.shutdown(wait=True, cancel_futures=True)
         shutil.rmtree(staging, ignore_errors=True)
         raise
     finally:
-        runner.close()
+        if runner is not None:
+            runner.close()
+        writer.shutdown(wait=True)
     report.videos = len(index)
-    report.frames = int(frames_out.written)
+    report.frames = int(index["stop"].max()) if len(index) else 0
     report.seconds = time.perf_counter() - t0
     return report

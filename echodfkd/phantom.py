@@ -79,15 +79,15 @@ class Look:
 
 LOOKS = {
     "real": Look(speckle_axial=0.8, speckle_lateral=0.9, speckle_rho=(0.2, 0.5),
-                 speckle_contrast=1.0, psf_blur=0.9, post_blur=0.0,
+                 speckle_contrast=1.0, psf_blur=1.1, post_blur=0.0,
                  dynamic_range_db=(44.0, 52.0), gain_db=(-4.0, 3.0), gamma=(0.9, 1.15),
-                 blood_db=(-44.0, -38.0), dropout=(0.35, 0.95), clutter_db=(-30.0, -18.0),
-                 noise_db=-62.0, trabeculae=(1.0, 3.0)),
-    "synthetic": Look(speckle_axial=1.5, speckle_lateral=1.6, speckle_rho=(0.75, 0.9),
-                      speckle_contrast=0.6, psf_blur=1.3, post_blur=0.8,
-                      dynamic_range_db=(36.0, 44.0), gain_db=(-1.0, 5.0), gamma=(0.75, 0.95),
-                      blood_db=(-42.0, -36.0), dropout=(0.25, 0.8), clutter_db=(-32.0, -20.0),
-                      noise_db=-62.0, trabeculae=(0.8, 2.5)),
+                 blood_db=(-40.0, -32.0), dropout=(0.5, 1.0), clutter_db=(-20.0, -8.0),
+                 noise_db=-62.0, trabeculae=(2.0, 5.5)),
+    "synthetic": Look(speckle_axial=1.8, speckle_lateral=2.5, speckle_rho=(0.75, 0.9),
+                      speckle_contrast=0.5, psf_blur=1.8, post_blur=1.2,
+                      dynamic_range_db=(32.0, 38.0), gain_db=(0.0, 5.0), gamma=(0.7, 0.85),
+                      blood_db=(-30.0, -24.0), dropout=(0.4, 0.9), clutter_db=(-22.0, -10.0),
+                      noise_db=-62.0, trabeculae=(1.5, 5.0)),
 }
 
 
@@ -129,6 +129,8 @@ class Heart:
     drop_center: float       # where along the wall (fraction of L)
     drop_width: float
     drop_apex: float         # apical myocardium dropout 0..1
+    drop_septal: float       # septal dropout 0..1
+    drop_septal_center: float
     clutter_db: float
     clutter_depth: float     # px below the apex
     papillary: float         # papillary muscle size px (0 = none)
@@ -184,8 +186,8 @@ def _sample_heart(rng: np.random.Generator, style: str, fps: int, n_frames: int)
         alpha=float(rng.uniform(0.15, 0.35)),
         length_ed=float(length), width_ed=float(length * rng.uniform(0.52, 0.66)),
         cap=float(rng.uniform(0.4, 0.65)), cap_exp=float(rng.uniform(0.45, 0.75)),
-        taper=float(rng.uniform(0.05, 0.2)), asym=float(rng.uniform(-0.03, 0.15)),
-        wobble=float(rng.uniform(-0.05, 0.05)),
+        taper=float(rng.uniform(0.05, 0.2)), asym=float(rng.uniform(-0.08, 0.2)),
+        wobble=float(rng.uniform(-0.1, 0.1)),
         wall=float(rng.uniform(3.5, 6.5)), septum=float(rng.uniform(4.0, 7.0)),
         thicken=float(rng.uniform(1.2, 1.6)),
         rv_start=float(rng.uniform(0.12, 0.3)), rv_width=float(rng.uniform(0.5, 0.75)),
@@ -198,15 +200,16 @@ def _sample_heart(rng: np.random.Generator, style: str, fps: int, n_frames: int)
         sector_half=float(np.deg2rad(rng.uniform(36.0, 40.0))),
         sector_radius=float(rng.uniform(104.0, 112.0)),
         drop_lateral=_uniform(rng, look.dropout),
-        drop_center=float(rng.uniform(0.3, 0.75)), drop_width=float(rng.uniform(0.15, 0.4)),
-        drop_apex=float(rng.uniform(0.0, 0.8)),
+        drop_center=float(rng.uniform(0.3, 0.75)), drop_width=float(rng.uniform(0.2, 0.5)),
+        drop_apex=float(rng.uniform(0.2, 0.9)), drop_septal=float(rng.uniform(0.0, 0.6)),
+        drop_septal_center=float(rng.uniform(0.2, 0.8)),
         clutter_db=_uniform(rng, look.clutter_db), clutter_depth=float(rng.uniform(2.0, 10.0)),
         papillary=float(rng.uniform(2.0, 4.0) if rng.uniform() < 0.7 else 0.0),
         papillary_pos=float(rng.uniform(0.55, 0.75)),
         trab=_uniform(rng, look.trabeculae), rv_wall=float(rng.uniform(2.5, 4.0)),
         ias=float(rng.uniform(1.0, 2.0)), ias_drop=float(rng.uniform(-25.0, 0.0)),
-        clutter_size=float(rng.uniform(5.0, 10.0)), bg_var=float(rng.uniform(3.0, 7.0)),
-        myo_db=float(rng.uniform(-12.0, -7.0)), bg_db=float(rng.uniform(-30.0, -20.0)),
+        clutter_size=float(rng.uniform(6.0, 14.0)), bg_var=float(rng.uniform(3.0, 7.0)),
+        myo_db=float(rng.uniform(-14.0, -8.0)), bg_db=float(rng.uniform(-30.0, -20.0)),
         peri_db=float(rng.uniform(-3.0, 1.0)), blood_db=_uniform(rng, look.blood_db),
         atten=float(rng.uniform(0.4, 1.2)), gain_db=_uniform(rng, look.gain_db),
         gain_drift_db=float(rng.uniform(0.0, 2.0)),
@@ -322,14 +325,6 @@ def _to_image_all(g: _Frames, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return g.apex_x + p[:, 0] * st + p[:, 1] * ct, g.apex_y + p[:, 0] * ct - p[:, 1] * st
 
 
-def _lv_mask(h: Heart, g: _Frames, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Ground-truth LV cavity, bool (T, 112, 112)."""
-    L = g.length[:, None, None]
-    s = u / L
-    wl, wr = _half_widths(s, g.width[:, None, None], h)
-    return (u >= 0) & (u <= L) & (v >= -wl) & (v <= wr)
-
-
 # ---------------------------------------------------------------------------------------------
 # Rendering
 
@@ -381,24 +376,34 @@ def _speckle(rng: np.random.Generator, n: int, look: Look, rho: float,
     return out
 
 
-def _smooth_profile(rng: np.random.Generator, n: int = 256) -> np.ndarray:
+def _smooth_profile(rng: np.random.Generator, n: int) -> np.ndarray:
     """A random smooth function on [0, 1] sampled at n points, values in [0, 1]."""
     s = np.linspace(0.0, 1.0, n)
     f = np.zeros(n)
-    for k in (1.0, 2.0, 3.5):
-        f += rng.uniform(0.3, 1.0) / k * np.sin(2 * np.pi * (k * s + rng.uniform()))
+    for k in (1.0, 2.0, 3.5, 6.0, 9.0):
+        f += rng.uniform(0.3, 1.0) / k ** 0.7 * np.sin(2 * np.pi * (k * s + rng.uniform()))
     f -= f.min()
     return f / (f.max() + 1e-9)
 
 
-def _lookup(table: np.ndarray, s: np.ndarray) -> np.ndarray:
-    idx = np.clip(s * (len(table) - 1), 0, len(table) - 1).astype(np.intp)
-    return table[idx]
+_NTAB = 2048  # samples of the lookup tables over s in [0, 1]
+
+
+def _table_index(s: np.ndarray) -> np.ndarray:
+    """Nearest lookup-table index of s (clipped to [0, 1])."""
+    x = s * np.float32(_NTAB - 1) + np.float32(0.5)
+    np.clip(x, 0, _NTAB - 1, out=x)
+    return x.astype(np.intp)
 
 
 def _render(h: Heart, look: Look, rng: np.random.Generator
             ) -> tuple[np.ndarray, np.ndarray, _Frames]:
-    """Frames uint8 (T, 112, 112), GT masks uint8 (T, 112, 112) and the frame geometry."""
+    """Frames uint8 (T, 112, 112), GT masks uint8 (T, 112, 112) and the frame geometry.
+
+    Builds an echogenicity (amplitude) map of the anatomy per frame, blurs it by the PSF,
+    multiplies by speckle, applies depth attenuation, adds apex clutter and noise, then
+    log-compresses with the video's dynamic range, gain and gamma.
+    """
     g = _frame_geometry(h, rng)
     u, v = _local_coords(g)
     T = h.n_frames
@@ -407,23 +412,30 @@ def _render(h: Heart, look: Look, rng: np.random.Generator
     W = g.width[:, None, None].astype(f32)
     fill = g.fill[:, None, None].astype(f32)
     thick = (h.wall * (1.0 + (h.thicken - 1.0) * (1.0 - fill))).astype(f32)
+    s_tab = np.linspace(0.0, 1.0, _NTAB)
+    gl_tab, gr_tab = (t.astype(f32) for t in _half_widths(s_tab, np.ones(1), h))
     s = u / L
-    wl, wr = _half_widths(s, W, h)
+    idx = _table_index(s)
+    wl, wr = W * gl_tab[idx], W * gr_tab[idx]
     in_len = (u >= 0) & (u <= L)
     d_sep = v + wl        # distance inside the septal boundary (positive inside)
     d_lat = wr - v        # distance inside the lateral boundary
     lv = in_len & (d_sep >= 0) & (d_lat >= 0)
     # LV myocardium: the same bullet grown by the wall thickness (apex included).
-    so = (u + thick) / (L + thick)
-    wlo, wro = _half_widths(so, W + 2 * thick, h)
-    lv_out = (u >= -thick) & (u <= L) & (v >= -wlo) & (v <= wro)
+    # Its thickness varies along each wall (0.5x to 1.5x), so the epicardium does not give
+    # the endocardium away.
+    idx_o = _table_index((u + thick) / (L + thick))
+    var_l = (0.5 + _smooth_profile(rng, _NTAB)).astype(f32)[idx_o]
+    var_r = (0.5 + _smooth_profile(rng, _NTAB)).astype(f32)[idx_o]
+    lv_out = (u >= -thick) & (u <= L) & (v >= -(W + 2 * thick * var_l) * gl_tab[idx_o]) \
+        & (v <= (W + 2 * thick * var_r) * gr_tab[idx_o])
     # RV along the septum, from rv_start*L down to just above the mitral annulus.
-    wl1, wr1 = _half_widths(np.ones(1, f32), W, h)
+    wl1, wr1 = (W * f32(t[-1]) for t in (gl_tab, gr_tab))
     rv0, rv1 = h.rv_start * L, L - 2.0
     srv = (u - rv0) / (rv1 - rv0)
     rv_w = h.rv_width * W * (0.85 + 0.15 * fill)
-    prv = _profile(np.clip(srv, 0, 1), 0.55, 0.6, 0.1) * rv_w
-    sep = -wl - h.septum
+    prv = _profile(s_tab, 0.55, 0.6, 0.1).astype(f32)[_table_index(srv)] * rv_w
+    sep = -wl - h.septum * (0.5 + 0.5 * var_l)
     rv = (srv >= 0) & (srv <= 1) & (v <= sep) & (v >= sep - prv)
     rv_out = (u >= rv0 - h.rv_wall) & (u <= rv1) & (v <= sep + 1) \
         & (v >= sep - prv - h.rv_wall)
@@ -446,40 +458,44 @@ def _render(h: Heart, look: Look, rng: np.random.Generator
     heart = lv_out | rv_out | la_out | ra_out | cavity
     walls = heart & ~cavity
 
-    # Levels in dB (0 dB = white at neutral gain).
-    db = np.empty((T, SIZE, SIZE), f32)
+    # Echogenicity as amplitude (1 = white at neutral gain).
+    def amp_of(db: float) -> f32:
+        return f32(10.0 ** (db / 20.0))
+
     bgvar = cv2.GaussianBlur(rng.standard_normal((SIZE, SIZE)).astype(f32), (0, 0), 5.0)
-    db[:] = (h.bg_db + bgvar / (bgvar.std() + 1e-6) * h.bg_var)[None]
+    amp = np.empty((T, SIZE, SIZE), f32)
+    amp[:] = np.power(10.0, (h.bg_db + bgvar / (bgvar.std() + 1e-6) * h.bg_var) / 20.0)[None]
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
-    hu8 = heart.view(np.uint8)
-    peri = np.stack([cv2.dilate(m, kernel) for m in hu8]).view(bool) & ~heart
-    # Myocardium, weakened where the beam runs along the lateral wall, at the apex and at the
-    # interatrial septum.
-    lateral = (v > 0) & (u > 0)
-    drop = h.drop_lateral * np.exp(-((s - h.drop_center) / h.drop_width) ** 2) * lateral
-    drop = np.maximum(drop, h.drop_apex * np.exp(-(np.maximum(u, 0) / 7.0) ** 2))
-    loss = 20.0 * np.log10(np.clip(1.0 - drop, 0.03, 1.0)).astype(f32)
-    db[peri] = h.peri_db + 0.5 * loss[peri]
-    db[walls] = h.myo_db + loss[walls]
-    db[(np.abs(v - v_ias) < h.ias) & (u > L) & walls] += h.ias_drop
-    db[cavity] = h.blood_db
+    peri = np.stack([cv2.dilate(m, kernel) for m in heart.view(np.uint8)]).view(bool) & ~heart
+    # Myocardium, weakened where the beam runs along the lateral wall and at the apex.
+    keep_lat = 1.0 - h.drop_lateral * np.exp(-((s_tab - h.drop_center) / h.drop_width) ** 2)
+    keep_sep = 1.0 - h.drop_septal * np.exp(-((s_tab - h.drop_septal_center) / 0.15) ** 2)
+    keep = np.where(v > 0, keep_lat.astype(f32)[idx], keep_sep.astype(f32)[idx])
+    near_apex = u < 20.0
+    keep[near_apex] *= 1.0 - h.drop_apex * np.exp(-(np.maximum(u[near_apex], 0) / 7.0) ** 2)
+    np.clip(keep, 0.03, 1.0, out=keep)
+    amp[peri] = amp_of(h.peri_db) * keep[peri]
+    amp[walls] = amp_of(h.myo_db) * keep[walls]
+    amp[(np.abs(v - v_ias) < h.ias) & (u > L) & walls] *= amp_of(h.ias_drop)
+    amp[cavity] = amp_of(h.blood_db)
     # Trabeculae and papillary muscle: tissue echoes inside the LV cavity (the cavity contour
     # runs outside them by convention), with a depth varying along the wall.
-    tl = _lookup(h.trab * _smooth_profile(rng), s)
-    tr = _lookup(h.trab * _smooth_profile(rng), s)
+    tl = (h.trab * _smooth_profile(rng, _NTAB)).astype(f32)[idx]
+    tr = (h.trab * _smooth_profile(rng, _NTAB)).astype(f32)[idx]
     trab = lv & ((d_sep < tl) | (d_lat < tr) | (u < 0.6 * h.trab * (1 + fill)))
-    db[trab] = (h.myo_db - 3.0 + loss[trab] * 0.7)
+    patch = _smooth_profile(rng, _NTAB).astype(f32)[idx]
+    amp[trab] = amp_of(h.myo_db - 2.0) * (keep[trab] ** 0.7 * patch[trab])
     if h.papillary > 0:
         pu = h.papillary_pos * L
-        _, pwr = _half_widths(np.full(1, h.papillary_pos, f32), W, h)
-        d = np.hypot((u - pu) / 1.6, v - (pwr - 0.5 * h.papillary))
-        db[(d <= h.papillary) & lv] = h.myo_db - 4.0
+        pv = W * f32(gr_tab[int(round(h.papillary_pos * (_NTAB - 1)))]) - 0.5 * h.papillary
+        pap = ((u - pu) / 1.6) ** 2 + (v - pv) ** 2 <= h.papillary ** 2
+        amp[pap & lv] = amp_of(h.myo_db - 4.0)
     # Valves: mitral (LV/LA) and tricuspid (RV/RA) leaflets.
     opening = np.where(g.phase < h.systole, 0.0,
                        np.sin(np.pi * np.clip((g.phase - h.systole) / (1 - h.systole), 0, 1))
                        ** 0.4)
     lf = g.length
-    wl1f, wr1f = _half_widths(np.ones(T), g.width, h)
+    wl1f, wr1f = gl_tab[-1] * g.width, gr_tab[-1] * g.width
     mv = _leaflets(np.stack([lf, -wl1f], 1), np.stack([lf, wr1f], 1), opening, 0.5, 0.35)
     sep1 = -wl1f - h.septum
     rvw = h.rv_width * g.width * 0.9 * (0.85 + 0.15 * g.fill)
@@ -492,43 +508,50 @@ def _render(h: Heart, look: Look, rng: np.random.Generator
         for i in range(T):
             cv2.line(valves[i], (int(round(xa[i] * 16)), int(round(ya[i] * 16))),
                      (int(round(xb[i] * 16)), int(round(yb[i] * 16))), 1, 1, cv2.LINE_8, 4)
-    db[valves.view(bool)] = h.myo_db - 2.0
+    amp[valves.view(bool)] = amp_of(h.myo_db - 6.0)
 
-    # Echogenicity (amplitude) -> PSF blur -> speckle -> attenuation, clutter, noise, gain.
-    amp = np.power(f32(10.0), db / f32(20.0))
+    # PSF blur -> speckle -> attenuation, clutter, noise -> log compression.
     for i in range(T):
         cv2.GaussianBlur(amp[i], (0, 0), look.psf_blur, dst=amp[i])
     fan, depth, maps = _sector(h)
     sp = _speckle(rng, T, look, h.speckle_rho, maps)
     if look.speckle_contrast != 1.0:
         sp = np.power(sp, f32(look.speckle_contrast))
-    env = amp * sp
-    env *= np.exp(-h.atten * depth / h.sector_radius).astype(f32)[None]
-    # Apex clutter: near-field haze over the apex of the LV, fluctuating.
+    amp *= sp
+    amp *= np.exp(-h.atten * depth / h.sector_radius).astype(f32)[None]
+    # Apex clutter: near-field haze over the apex of the LV, fluctuating; chest-wall
+    # reverberation under the probe; a noise floor rising with depth (TGC).
     ax0, ay0 = h.apex_x - 55.5, h.apex_y - h.sector_y0
     r0 = math.hypot(ax0, ay0) + h.clutter_depth
     a0 = math.atan2(ax0, ay0)
     yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(f32)
     ang = np.arctan2(xx - 55.5, yy - h.sector_y0)
     haze = np.exp(-((depth - r0) / h.clutter_size) ** 2 - ((ang - a0) / 0.3) ** 2)
-    haze += 0.5 * np.exp(-(depth / 6.0) ** 2)  # chest wall reverberation under the probe
-    clutter_sp = np.roll(sp[:, ::-1], T // 2, axis=0)  # decorrelated from the tissue speckle
+    haze += 0.5 * np.exp(-(depth / 6.0) ** 2)
     level = 10 ** (h.clutter_db / 20.0) * (1.0 + 0.3 * np.sin(
         2 * np.pi * np.arange(T) / h.period + rng.uniform(0, 2 * np.pi)))
-    env += level[:, None, None].astype(f32) * haze[None].astype(f32) * clutter_sp
-    tgc_noise = (10 ** (look.noise_db / 20.0) * (1.0 + depth / h.sector_radius)).astype(f32)
-    env += np.abs(rng.standard_normal(env.shape, dtype=f32)) * tgc_noise[None]
+    clutter_sp = np.roll(sp[:, ::-1], T // 2, axis=0)  # decorrelated from the tissue speckle
+    amp += (level[:, None, None] * haze[None]).astype(f32) * clutter_sp
+    noise_sp = np.roll(sp[:, :, ::-1], T // 3 + 1, axis=0)
+    amp += (10 ** (look.noise_db / 20.0) * (1.0 + depth / h.sector_radius)).astype(f32)[None] \
+        * noise_sp
     gain = h.gain_db + h.gain_drift_db * np.sin(
         2 * np.pi * np.arange(T) / max(T, 1) + rng.uniform(0, 2 * np.pi))
     low = (-gain - h.dynamic_range_db)[:, None, None].astype(f32)
-    x = (f32(20.0) * np.log10(env + f32(1e-7)) - low) / f32(h.dynamic_range_db)
-    img = np.clip(x, 0.0, 1.0) ** f32(h.gamma)
+    np.maximum(amp, f32(1e-7), out=amp)
+    x = np.log10(amp, out=amp)
+    x *= f32(20.0 / h.dynamic_range_db)
+    x -= low / f32(h.dynamic_range_db)      # 0 .. 1 spans the dynamic range
     if look.post_blur > 0:
         for i in range(T):
-            cv2.GaussianBlur(img[i], (0, 0), look.post_blur, dst=img[i])
-    img *= fan[None]
-    frames = np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
-    return frames, lv.astype(np.uint8), g
+            cv2.GaussianBlur(x[i], (0, 0), look.post_blur, dst=x[i])
+    lut = np.rint(255.0 * np.linspace(0.0, 1.0, 1024) ** h.gamma).astype(np.uint8)
+    x *= f32(1023.0)
+    x += f32(0.5)
+    np.clip(x, 0, 1023, out=x)
+    frames = lut[x.astype(np.intp)]
+    frames *= fan[None]
+    return frames, lv.view(np.uint8).copy(), g
 
 
 # ---------------------------------------------------------------------------------------------

@@ -90,6 +90,8 @@ def create_frame_array(group: zarr.Group, name: str, n_frames: int, *,
     return group.create_array(
         name, shape=(n_frames, FRAME_SIZE, FRAME_SIZE), dtype="uint8",
         chunks=(chunk, FRAME_SIZE, FRAME_SIZE), shards=(shard, FRAME_SIZE, FRAME_SIZE),
+        # zstd level 1: as small as zarr's default (level 3) on echo frames, twice as fast.
+        compressors=(zarr.codecs.ZstdCodec(level=1),),
         fill_value=0, overwrite=True,
     )
 

@@ -772,6 +772,21 @@ def parse_member_specs(members: Sequence[Mapping[str, Any]]) -> list[dict]:
     return out
 
 
+def parse_member_text(spec: str) -> dict:
+    """Parse one member written as ``KIND[:PATH][@WEIGHT]`` (params.yaml's ``teacher.members``).
+
+    ``fit``, ``fit@2``, ``checkpoint:models/x.pt``, ``outputs:/data/seg@0.5`` ->
+    ``{"kind", "path", "weight"}`` (validate the list with :func:`parse_member_specs`).
+    """
+    body, _, weight = spec.strip().partition("@")
+    kind, _, path = body.partition(":")
+    try:
+        w = float(weight) if weight else 1.0
+    except ValueError:
+        raise ValueError(f"teacher member {spec!r}: weight {weight!r} is not a number") from None
+    return {"kind": kind, "path": path, "weight": w}
+
+
 def traced_training_set(store: FrameStore, split: str) -> tuple[np.ndarray, np.ndarray]:
     """Traced (ED/ES) frames of one split and their tracing masks.
 

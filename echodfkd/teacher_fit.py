@@ -147,7 +147,7 @@ def fit_teacher(train_images: np.ndarray, train_masks: np.ndarray, val_images: n
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
         lr_now = opt.param_groups[0]["lr"]
         sched.step()
         model.eval()

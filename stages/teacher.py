@@ -1,7 +1,7 @@
 """Teacher stage: build the teacher directory (fitted / converted checkpoints, imported outputs).
 
     python stages/teacher.py --out models/teacher --frames data/frames/real.zarr \
-        --members-json '[{"kind": "fit", "path": "", "weight": 1.0}]' \
+        --members fit [checkpoint:PATH[@W] outputs:DIR[@W] ...] \
         --arch unet --width 16 --depth 3 --epochs 40 --batch 16 --lr 0.001 --seed 0
 
 Writes ``--out`` atomically: ``teacher.json`` (members; checkpoint paths relative to the
@@ -12,19 +12,18 @@ directory, output folders as given), ``member<i>.pt`` per fit/checkpoint member,
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 
 from echodfkd.store import commit, open_frames, partial_path
-from echodfkd.teacher import make_teacher_dir, parse_member_specs
+from echodfkd.teacher import make_teacher_dir, parse_member_specs, parse_member_text
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True, help="teacher directory to write")
     ap.add_argument("--frames", required=True, help="labelled frame store (for 'fit' members)")
-    ap.add_argument("--members-json", required=True,
-                    help='JSON list of {"kind": "fit"|"checkpoint"|"outputs", "path", "weight"}')
+    ap.add_argument("--members", nargs="+", required=True,
+                    help="teachers to fuse, each KIND[:PATH][@WEIGHT], KIND fit|checkpoint|outputs")
     ap.add_argument("--arch", default="unet")
     ap.add_argument("--width", type=int, default=16)
     ap.add_argument("--depth", type=int, default=3)
@@ -35,10 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--device", default="auto", help="'auto': CUDA when available")
     args = ap.parse_args(argv)
 
-    try:
-        members = parse_member_specs(json.loads(args.members_json))
-    except json.JSONDecodeError as e:
-        raise SystemExit(f"--members-json is not valid JSON ({e}): {args.members_json!r}")
+    members = parse_member_specs([parse_member_text(m) for m in args.members])
     frames = open_frames(args.frames) if any(m["kind"] == "fit" for m in members) else None
     staging = partial_path(args.out)
     if staging.exists():

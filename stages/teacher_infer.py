@@ -1,7 +1,7 @@
 """Teacher inference stage: run the (fused) teacher over every frame of a source.
 
     python stages/teacher_infer.py --teacher models/teacher --frames data/frames/<src>.zarr \
-        --out data/teacher/<src>.zarr --batch 64 --amp --scheduler ""
+        --out data/teacher/<src>.zarr --batch 64 --amp true --scheduler ""
 
 Writes the mask store ``--out`` (uint8 masks = p * 255, aligned with the frames) atomically;
 an interrupted run resumes from ``<out>.partial``, skipping finished blocks.
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 
+from echodfkd.cli import boolean
 from echodfkd.teacher import infer_teacher, load_members
 
 
@@ -20,7 +21,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--frames", required=True, help="frame store of the source")
     ap.add_argument("--out", required=True, help="mask store to write")
     ap.add_argument("--batch", type=int, default=64, help="frames per forward pass")
-    ap.add_argument("--amp", action="store_true", help="bf16/fp16 autocast on CUDA")
+    ap.add_argument("--amp", type=boolean, default=False,
+                    help="true: bf16/fp16 autocast on CUDA (no effect on the CPU)")
     ap.add_argument("--scheduler", default="",
                     help="dask.distributed scheduler address; '' runs local threads")
     ap.add_argument("--block-frames", type=int, default=None,

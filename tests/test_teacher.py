@@ -374,17 +374,32 @@ def test_make_teacher_dir_and_load_members(tmp_path, tiny_arch, monkeypatch):
 def test_stage_scripts(tmp_path):
     store, _ = make_store(tmp_path / "f.zarr")
     arrays = write_seg(tmp_path / "seg", store, np.random.default_rng(6))
-    members = json.dumps([{"kind": "outputs", "path": str(tmp_path / "seg"), "weight": 1.0}])
+    members = f"outputs:{tmp_path / 'seg'}@1"
     run = lambda *a: subprocess.run([sys.executable, *a], cwd=ROOT, check=True,  # noqa: E731
                                     capture_output=True, text=True)
     run("stages/teacher.py", "--out", str(tmp_path / "teacher"), "--frames", store.path,
-        "--members-json", members, "--arch", "unet", "--width", "16", "--depth", "3",
+        "--members", members, "--arch", "unet", "--width", "16", "--depth", "3",
         "--epochs", "1", "--batch", "4", "--lr", "0.001", "--seed", "0")
     assert (tmp_path / "teacher" / "teacher.json").is_file()
     assert not (tmp_path / "teacher" / "fit_history.csv").exists()
     run("stages/teacher_infer.py", "--teacher", str(tmp_path / "teacher"), "--frames",
-        store.path, "--out", str(tmp_path / "m.zarr"), "--batch", "8", "--amp",
-        "--scheduler", "")
+        store.path, "--out", str(tmp_path / "m.zarr"), "--batch", "8", "--amp", "true",
+        "--scheduler", "")  # --amp is a no-op on the CPU
     ms = open_masks(tmp_path / "m.zarr", store)
     np.testing.assert_array_equal(ms.masks[:], np.concatenate(
         [arrays[n][:, 0] for n in store.index.FileName]))
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("fit", {"kind": "fit", "path": "", "weight": 1.0}),
+    ("fit@2", {"kind": "fit", "path": "", "weight": 2.0}),
+    ("checkpoint:models/x.pt", {"kind": "checkpoint", "path": "models/x.pt", "weight": 1.0}),
+    ("outputs:/data/seg@0.5", {"kind": "outputs", "path": "/data/seg", "weight": 0.5}),
+])
+def test_parse_member_text(text, expected):
+    assert T.parse_member_text(text) == expected
+
+
+def test_parse_member_text_bad_weight():
+    with pytest.raises(ValueError, match="'x'"):
+        T.parse_member_text("fit@x")

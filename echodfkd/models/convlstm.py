@@ -95,8 +95,10 @@ class ConvLSTMCell(nn.Module):
         gx = gx.reshape(b, t, 4 * self.hidden, hh, ww)
         h, c = self.zero_state(x[:, 0]) if state is None else state
         out = []
-        for k in range(t):
-            h, c = self._update(gx[:, k] + F.conv2d(h, w_h, None, padding=pad), c)
+        # unbind, not gx[:, k]: the backward of T selects would allocate T full-size zero
+        # gradients (O(T^2) memory traffic); unbind's backward is one stack.
+        for g in gx.unbind(1):
+            h, c = self._update(g + F.conv2d(h, w_h, None, padding=pad), c)
             out.append(h)
         return torch.stack(out, dim=1), (h, c)
 

@@ -1,0 +1,247 @@
+"""Ingest end to end on a few tiny videos the tests write (and the stage script)."""
+
+from __future__ import annotations
+
+import runpy
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from echodfkd.echonet import read_tracings, read_video, tracing_masks
+from echodfkd.ingest import IngestError, ingest_source
+from echodfkd.store import open_frames, partial_path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def smooth_frames(t: int, size: int = 112, seed: int = 0) -> np.ndarray:
+    """uint8 (t, size, size): a moving bright disc on a gradient."""
+    yy, xx = np.mgrid[:size, :size].astype(np.float32)
+    out = []
+    for k in range(t):
+        cy, cx = size / 2 + 10 * np.sin(k / 3 + seed), size / 2 + 10 * np.cos(k / 4)
+        disc = ((yy - cy) ** 2 + (xx - cx) ** 2 < (size / 5) ** 2) * 120
+        out.append(np.clip(40 + xx * 0.5 + disc, 0, 255).astype(np.uint8))
+    return np.stack(out)
+
+
+def write_avi(path: Path, frames: np.ndarray, fps: float = 50) -> None:
+    """Write grey frames (T, H, W) uint8 as a 3-channel MJPG AVI."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    h, w = frames.shape[1:]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))
+    for f in frames:
+        writer.write(cv2.cvtColor(f, cv2.COLOR_GRAY2BGR))
+    writer.release()
+
+
+def tracing_rows(name: str, frame: int, x1: float, x2: float, ys) -> list:
+    """VolumeTracings rows of one traced frame: a long-axis row, then chords at ``ys``."""
+    return [(name, 15.0, 5.0, 15.0, 60.0, frame)] + [(name, x1, y, x2, y, frame) for y in ys]
+
+
+def stage_main(argv: list[str]) -> None:
+    runpy.run_path(str(ROOT / "stages" / "ingest.py"))["main"](argv)
+
+# name, frames, fps, size, NumberOfFrames written in FileList, Split
+VIDEOS = [("v0", 12, 50, 112, 12, "TRAIN"), ("v1", 9, 30, 112, 9, "val"),
+          ("v2", 10, 54, 128, 10, "TEST"), ("v3", 11, 50, 112, 20, "TRAIN")]
+
+
+def make_source(root: Path, videos=VIDEOS, extra_rows: list[str] = (),
+                gt: bool = False) -> Path:
+    for k, (name, t, fps, size, _, _) in enumerate(videos):
+        write_avi(root / "Videos" / f"{name}.avi", smooth_frames(t, size, seed=k), fps=fps)
+        if gt:
+            rng = np.random.default_rng(k)
+            (root / "GroundTruth").mkdir(parents=True, exist_ok=True)
+            np.savez(root / "GroundTruth" / f"{name}.npz",
+                     masks=(rng.random((t, 112, 112)) < 0.3).astype(np.uint8),
+                     ed=np.array([0, t - 1]), es=np.array([t // 2]))
+    lines = ["FileName,EF,ESV,EDV,FrameHeight,FrameWidth,FPS,NumberOfFrames,Split"]
+    lines += [f"{n}.avi,{50 + k},0,0,{s},{s},{fps},{listed},{split}"
+              for k, (n, _, fps, s, listed, split) in enumerate(videos)]
+    (root / "FileList.csv").write_text("\n".join(lines + list(extra_rows)) + "\n")
+    rows = (tracing_rows("v0.avi", 2, 10, 40, np.linspace(10, 60, 20))
+            + tracing_rows("v0.avi", 8, 15, 30, np.linspace(20, 50, 20))
+            + tracing_rows("v2.avi", 5, 20, 50, np.linspace(30, 80, 20))
+            + tracing_rows("v2.avi", 1, 12, 60, np.linspace(10, 90, 20))
+            + tracing_rows("v2.avi", 40, 12, 60, np.linspace(10, 90, 20)))  # past the end
+    pd.DataFrame(rows, columns=["FileName", "X1", "Y1", "X2", "Y2", "Frame"]).to_csv(
+        root / "VolumeTracings.csv", index=False)
+    return root
+
+
+def ingest(root, out, **kw):
+    kw = {"shard_frames": 16, "chunk_frames": 8, "workers": 2, "progress": False, **kw}
+    return ingest_source(root, out, **kw)
+
+
+def test_ingest_contents_index_and_tracings(tmp_path):
+    root = make_source(tmp_path / "src")
+    report = ingest(root, tmp_path / "out.zarr", skipped_path=tmp_path / "skipped.csv")
+    store = open_frames(tmp_path / "out.zarr")
+    decoded = [read_video(root / "Videos" / f"{v[0]}.avi") for v in VIDEOS]
+    assert report.videos == 4 and report.frames == 42 == store.frames.shape[0]
+    assert np.array_equal(store.frames[:], np.concatenate(decoded))
+    idx = store.index
+    assert list(idx["FileName"]) == ["v0", "v1", "v2", "v3"]
+    assert list(idx["start"]) == [0, 12, 21, 31] and list(idx["stop"]) == [12, 21, 31, 42]
+    assert list(idx["Split"]) == ["TRAIN", "VAL", "TEST", "TRAIN"]
+    assert list(idx["FPS"]) == [50, 30, 54, 50] and list(idx["EF"]) == [50, 51, 52, 53]
+    assert list(idx["NumberOfFrames"]) == [12, 9, 10, 20]   # FileList's, kept
+    assert list(idx["FrameHeight"]) == [112, 112, 128, 112]
+    for i, frames in enumerate(decoded):
+        assert np.array_equal(store.video(i), frames)
+    # traced frames: v0 (ED 2, ES 8), v2 (ES 5, ED 1); v2's frame 40 is past its end
+    traced = store.traced
+    assert [tuple(r) for r in traced[["FileName", "video", "frame", "phase", "row"]]
+            .itertuples(index=False)] == [("v0", 0, 2, "ED", 0), ("v0", 0, 8, "ES", 1),
+                                          ("v2", 2, 1, "ED", 2), ("v2", 2, 5, "ES", 3)]
+    tr = read_tracings(root / "VolumeTracings.csv")
+    for name, n in (("v0", 12), ("v2", 10)):
+        expected, _ = tracing_masks(tr[tr["FileName"] == name], n)
+        rows = traced[traced["FileName"] == name]["row"].to_list()
+        for t, r in zip(expected, rows):
+            assert np.array_equal(store.traced_masks[r], t.mask)
+    assert store.traced_masks.shape == (4, 112, 112)
+    assert store.gt_masks is None
+    # skip report: tracing past the end, NumberOfFrames mismatch of v3
+    skipped = pd.read_csv(tmp_path / "skipped.csv")
+    assert list(skipped.columns) == ["FileName", "file", "row", "kind", "reason"]
+    assert sorted(skipped["kind"]) == ["note", "tracing"]
+    note = skipped[skipped["kind"] == "note"].iloc[0]
+    assert note["FileName"] == "v3" and note["row"] == 5 and "20" in note["reason"]
+    assert "outside the video" in skipped[skipped["kind"] == "tracing"].iloc[0]["reason"]
+    assert report.bad == 0 and report.rows == 4
+    # shards: 42 frames / 16 per shard -> 3 shard files, each written once
+    shard_files = sorted(p for p in (tmp_path / "out.zarr" / "frames").rglob("*")
+                         if p.is_file() and p.name != "zarr.json")
+    assert len(shard_files) == 3
+    assert not partial_path(tmp_path / "out.zarr").exists()
+
+
+def test_ingest_ground_truth(tmp_path):
+    root = make_source(tmp_path / "src", gt=True)
+    ingest(root, tmp_path / "out.zarr")
+    store = open_frames(tmp_path / "out.zarr")
+    masks = [np.load(root / "GroundTruth" / f"{v[0]}.npz")["masks"] for v in VIDEOS]
+    assert np.array_equal(store.gt_masks[:], np.concatenate(masks))
+    events = store.group.attrs["gt_events"]
+    assert events["columns"] == ["FileName", "video", "frame", "phase"]
+    assert events["data"][:3] == [["v0", 0, 0, "ED"], ["v0", 0, 6, "ES"], ["v0", 0, 11, "ED"]]
+
+
+def test_ingest_ground_truth_mismatch_is_a_bad_video(tmp_path):
+    root = make_source(tmp_path / "src", gt=True)
+    np.savez(root / "GroundTruth" / "v1.npz", masks=np.zeros((3, 112, 112), np.uint8),
+             ed=np.array([0]), es=np.array([1]))
+    report = ingest(root, tmp_path / "out.zarr", max_bad_fraction=0.5)
+    assert report.videos == 3 and report.bad == 1
+    bad = report.skips[report.skips["kind"] == "ground_truth"].iloc[0]
+    assert bad["FileName"] == "v1" and "(3, 112, 112)" in bad["reason"]
+
+
+def make_bad_source(root: Path) -> Path:
+    """4 good videos + a missing one, a truncated one, garbage, a dup row, a NaN EF row and
+    a stray video on disk: 5 bad rows out of 9."""
+    videos = VIDEOS + [("trunc", 30, 50, 112, 30, "TRAIN"), ("garbage", 5, 50, 112, 5, "TRAIN")]
+    make_source(root, videos, extra_rows=[
+        "missing,50,0,0,112,112,50,10,TRAIN", "v1,50,0,0,112,112,50,10,TRAIN",
+        "nanef,,0,0,112,112,50,10,TRAIN"])
+    data = (root / "Videos" / "trunc.avi").read_bytes()
+    (root / "Videos" / "trunc.avi").write_bytes(data[:len(data) // 2])
+    (root / "Videos" / "garbage.avi").write_bytes(b"\x00garbage" * 300)
+    write_avi(root / "Videos" / "stray.avi", smooth_frames(3))
+    return root
+
+
+def test_bad_inputs_are_skipped_and_reported(tmp_path):
+    root = make_bad_source(tmp_path / "src")
+    report = ingest(root, tmp_path / "out.zarr", max_bad_fraction=0.6,
+                    skipped_path=tmp_path / "skipped.csv")
+    store = open_frames(tmp_path / "out.zarr")
+    assert list(store.index["FileName"]) == ["v0", "v1", "v2", "v3"]
+    assert report.rows == 9 and report.bad == 5
+    skipped = pd.read_csv(tmp_path / "skipped.csv")
+    by_name = {n: (k, r) for n, k, r in skipped[["FileName", "kind", "reason"]].itertuples(
+        index=False)}
+    assert by_name["missing"][0] == "missing"
+    assert by_name["trunc"][0] == "video" and "truncated" in by_name["trunc"][1]
+    assert by_name["garbage"][0] == "video" and "cannot be opened" in by_name["garbage"][1]
+    assert by_name["nanef"][0] == "filelist"
+    assert by_name["stray"][0] == "extra"
+    assert ((skipped["FileName"] == "v1") & skipped["reason"].str.contains("duplicate")).any()
+
+
+@pytest.mark.parametrize("decode_time", [False, True])
+def test_bad_fraction_fails_without_store(tmp_path, decode_time):
+    root = make_bad_source(tmp_path / "src")
+    if decode_time:  # only undecodable videos: found while decoding, after the store began
+        (root / "FileList.csv").write_text("\n".join(
+            line for line in (root / "FileList.csv").read_text().splitlines()
+            if not line.startswith(("missing", "v1,", "nanef"))) + "\n")
+    out = tmp_path / "out.zarr"
+    with pytest.raises(IngestError, match=r"bad .*skipped\.csv") as err:
+        ingest(root, out, max_bad_fraction=0.05, skipped_path=tmp_path / "skipped.csv")
+    assert ("2 of 6" if decode_time else "3 of 9") in str(err.value)
+    assert not out.exists() and not partial_path(out).exists()
+    skipped = pd.read_csv(tmp_path / "skipped.csv")
+    if decode_time:
+        assert {"trunc", "garbage"} <= set(skipped["FileName"])
+    else:  # failed before decoding: the undecodable videos are not known yet
+        assert {"missing", "nanef", "v1"} <= set(skipped["FileName"])
+    assert err.value.report.bad == (2 if decode_time else 3)
+
+
+def test_deterministic_bytes(tmp_path):
+    root = make_source(tmp_path / "src", gt=True)
+    ingest(root, tmp_path / "a.zarr", workers=2)
+    ingest(root, tmp_path / "b.zarr", workers=1, batch_videos=1)
+
+    def files(p: Path) -> dict:
+        return {f.relative_to(p): f.read_bytes() for f in sorted(p.rglob("*")) if f.is_file()}
+
+    a, b = files(tmp_path / "a.zarr"), files(tmp_path / "b.zarr")
+    assert a.keys() == b.keys() and len(a) > 5
+    assert all(a[k] == b[k] for k in a)
+
+
+def test_distributed_scheduler(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    root = make_source(tmp_path / "src")
+    ingest(root, tmp_path / "local.zarr")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1,
+                                  dashboard_address=None) as cluster:
+        report = ingest(root, tmp_path / "dist.zarr", scheduler=cluster.scheduler_address)
+    assert report.videos == 4
+    local, dist = open_frames(tmp_path / "local.zarr"), open_frames(tmp_path / "dist.zarr")
+    assert np.array_equal(local.frames[:], dist.frames[:])
+    assert local.index.equals(dist.index) and local.fingerprint == dist.fingerprint
+
+
+def test_stage_cli(tmp_path):
+    root = make_source(tmp_path / "src")
+    out, skipped = tmp_path / "frames" / "real.zarr", tmp_path / "reports" / "skipped.csv"
+    args = ["--src", str(root), "--out", str(out), "--skipped", str(skipped),
+            "--scheduler", "", "--workers", "1", "--max-bad-fraction", "0.05",
+            "--shard-frames", "32", "--chunk-frames", "8", "--no-progress"]
+    stage_main(args)
+    assert open_frames(out).frames.shape == (42, 112, 112)
+    assert skipped.read_text().startswith("FileName,file,row,kind,reason\n")
+    # an empty report still has its header
+    clean = make_source(tmp_path / "clean", videos=VIDEOS[:2])
+    (clean / "VolumeTracings.csv").unlink()
+    stage_main(args[:1] + [str(clean)] + args[2:])
+    assert skipped.read_text() == "FileName,file,row,kind,reason\n"
+    # failing on the bad fraction: exit status 1, report written, no store
+    bad = make_bad_source(tmp_path / "bad")
+    out2 = tmp_path / "frames" / "bad.zarr"
+    with pytest.raises(SystemExit) as err:
+        stage_main(["--src", str(bad), "--out", str(out2), "--skipped", str(skipped),
+                    "--no-progress"])
+    assert err.value.code == 1 and not out2.exists()
+    assert "missing" in set(pd.read_csv(skipped)["kind"])
