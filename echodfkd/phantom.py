@@ -116,7 +116,9 @@ class Heart:
     rv_start: float          # RV apex position along u, fraction of L
     rv_width: float          # RV largest width, fraction of W
     la_len: float            # LA semi-axis along u, fraction of L
-    la_wid: float            # LA semi-axis across, relative to the mitral annulus half-width
+    la_wid: float            # LA semi-axis across, relative to half the LV width at ED
+    annulus_offset: float    # where the leaflets hinge, px along the axis from the true base
+    valve_db: float          # leaflet echo relative to the myocardium
     ra_wid: float            # RA semi-axis across, relative to the tricuspid half-width
     apex_x: float
     apex_y: float
@@ -191,7 +193,8 @@ def _sample_heart(rng: np.random.Generator, style: str, fps: int, n_frames: int)
         wall=float(rng.uniform(3.5, 6.5)), septum=float(rng.uniform(4.0, 7.0)),
         thicken=float(rng.uniform(1.2, 1.6)),
         rv_start=float(rng.uniform(0.12, 0.3)), rv_width=float(rng.uniform(0.5, 0.75)),
-        la_len=float(rng.uniform(0.3, 0.42)), la_wid=float(rng.uniform(1.2, 1.5)),
+        la_len=float(rng.uniform(0.3, 0.42)), la_wid=float(rng.uniform(1.0, 1.5)),
+        annulus_offset=float(rng.uniform(-2.5, 2.0)), valve_db=float(rng.uniform(-16.0, -4.0)),
         ra_wid=float(rng.uniform(1.1, 1.4)),
         apex_x=float(56.0 + rng.uniform(-3.0, 9.0)), apex_y=float(rng.uniform(12.0, 20.0)),
         tilt=float(np.deg2rad(rng.uniform(2.0, 20.0))),
@@ -427,7 +430,8 @@ def _render(h: Heart, look: Look, rng: np.random.Generator
     idx_o = _table_index((u + thick) / (L + thick))
     var_l = (0.5 + _smooth_profile(rng, _NTAB)).astype(f32)[idx_o]
     var_r = (0.5 + _smooth_profile(rng, _NTAB)).astype(f32)[idx_o]
-    lv_out = (u >= -thick) & (u <= L) & (v >= -(W + 2 * thick * var_l) * gl_tab[idx_o]) \
+    Lv = L + f32(h.annulus_offset)  # the base as the walls and valves show it
+    lv_out = (u >= -thick) & (u <= Lv) & (v >= -(W + 2 * thick * var_l) * gl_tab[idx_o]) \
         & (v <= (W + 2 * thick * var_r) * gr_tab[idx_o])
     # RV along the septum, from rv_start*L down to just above the mitral annulus.
     wl1, wr1 = (W * f32(t[-1]) for t in (gl_tab, gr_tab))
@@ -443,10 +447,10 @@ def _render(h: Heart, look: Look, rng: np.random.Generator
     grow = 1.0 + 0.12 * (1.0 - fill)
     v_ias = -wl1 - 0.5 * h.septum
     la_a = h.la_len * h.length_ed * grow
-    la_b = wr1 * h.la_wid * grow
-    la_e = ((u - L - 0.55 * la_a) / la_a) ** 2 + (v / la_b) ** 2
+    la_b = 0.5 * h.width_ed * h.la_wid * grow
+    la_e = ((u - Lv - 0.55 * la_a) / la_a) ** 2 + (v / la_b) ** 2
     la = (u >= L) & (la_e <= 1.0) & (v >= v_ias + h.ias)
-    la_out = (u >= L - 1.0) & (la_e <= (1.0 + 2.5 / la_b) ** 2)
+    la_out = (u >= Lv - 1.0) & (la_e <= (1.0 + 2.5 / la_b) ** 2)
     prv1 = 0.9 * rv_w
     ra_a = 0.85 * la_a
     ra_b = 0.5 * prv1 * h.ra_wid * grow
@@ -483,8 +487,10 @@ def _render(h: Heart, look: Look, rng: np.random.Generator
     tl = (h.trab * _smooth_profile(rng, _NTAB)).astype(f32)[idx]
     tr = (h.trab * _smooth_profile(rng, _NTAB)).astype(f32)[idx]
     trab = lv & ((d_sep < tl) | (d_lat < tr) | (u < 0.6 * h.trab * (1 + fill)))
-    patch = _smooth_profile(rng, _NTAB).astype(f32)[idx]
-    amp[trab] = amp_of(h.myo_db - 2.0) * (keep[trab] ** 0.7 * patch[trab])
+    # Where present, trabeculae echo like the compact myocardium they grow from.
+    present = (_smooth_profile(rng, _NTAB) > 0.35)[idx]
+    trab &= present
+    amp[trab] = amp_of(h.myo_db) * keep[trab]
     if h.papillary > 0:
         pu = h.papillary_pos * L
         pv = W * f32(gr_tab[int(round(h.papillary_pos * (_NTAB - 1)))]) - 0.5 * h.papillary
@@ -496,7 +502,8 @@ def _render(h: Heart, look: Look, rng: np.random.Generator
                        ** 0.4)
     lf = g.length
     wl1f, wr1f = gl_tab[-1] * g.width, gr_tab[-1] * g.width
-    mv = _leaflets(np.stack([lf, -wl1f], 1), np.stack([lf, wr1f], 1), opening, 0.5, 0.35)
+    lh = lf + h.annulus_offset
+    mv = _leaflets(np.stack([lh, -wl1f], 1), np.stack([lh, wr1f], 1), opening, 0.5, 0.35)
     sep1 = -wl1f - h.septum
     rvw = h.rv_width * g.width * 0.9 * (0.85 + 0.15 * g.fill)
     tv = _leaflets(np.stack([lf - 2.0, sep1 - rvw], 1), np.stack([lf - 2.0, sep1], 1),
@@ -508,7 +515,7 @@ def _render(h: Heart, look: Look, rng: np.random.Generator
         for i in range(T):
             cv2.line(valves[i], (int(round(xa[i] * 16)), int(round(ya[i] * 16))),
                      (int(round(xb[i] * 16)), int(round(yb[i] * 16))), 1, 1, cv2.LINE_8, 4)
-    amp[valves.view(bool)] = amp_of(h.myo_db - 6.0)
+    amp[valves.view(bool)] = amp_of(h.myo_db + h.valve_db)
 
     # PSF blur -> speckle -> attenuation, clutter, noise -> log compression.
     for i in range(T):
@@ -593,14 +600,15 @@ def _tracing(h: Heart, g: _Frames, i: int, rng: np.random.Generator) -> np.ndarr
     and lateral (X2, Y2) walls. The annotator's view of the LV differs slightly from the truth
     (apex, base, width, wall offset) and each point carries a little hand jitter.
     """
-    L = g.length[i] + rng.normal(0.0, 0.8)
-    apex_shift = rng.normal(0.0, 0.6)
-    W = g.width[i] * (1.0 + rng.normal(0.0, 0.025))
+    L = g.length[i] + rng.normal(0.0, 1.0)
+    apex_shift = rng.normal(0.0, 0.8)
+    W = g.width[i] * (1.0 + rng.normal(0.0, 0.03))
     s = (np.arange(N_CHORDS) + 1.0) / N_CHORDS
     wl, wr = _half_widths(s, np.full(N_CHORDS, W), h)
     u = apex_shift + s * (L - apex_shift)
-    wl = wl + rng.normal(0.0, 0.35, N_CHORDS)
-    wr = wr + rng.normal(0.0, 0.35, N_CHORDS)
+    # Each annotator follows a slightly different edge on each wall, plus hand jitter.
+    wl = wl + rng.normal(0.0, 0.5) + rng.normal(0.0, 0.35, N_CHORDS)
+    wr = wr + rng.normal(0.0, 0.5) + rng.normal(0.0, 0.35, N_CHORDS)
     u1 = u + rng.normal(0.0, 0.2, N_CHORDS)
     u2 = u + rng.normal(0.0, 0.2, N_CHORDS)
     x1, y1 = _to_image(g, i, u1, -np.maximum(wl, 0.0))
