@@ -32,7 +32,7 @@ import json
 import math
 import os
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -51,7 +51,7 @@ TRACING_COLUMNS = ["FileName", "X1", "Y1", "X2", "Y2", "Frame"]
 FORMAT_VERSION = 1
 
 # Polar speckle grid: samples along each beam and number of beams across the fan.
-_NR, _NA = 128, 72
+_NR, _NA = 128, 96
 
 
 @dataclass(frozen=True)
@@ -65,29 +65,33 @@ class Look:
     speckle_lateral: float    # across beams, beams
     speckle_rho: tuple[float, float]  # frame-to-frame correlation of the speckle field
     speckle_contrast: float   # 1 = fully developed speckle; < 1 = smoothed texture
-    psf_blur: float           # blur of the echogenicity map before speckle, px
+    psf_lateral: float        # point spread across the beams (Gaussian sigma), beams
+    psf_axial: float          # along the beams, samples
     post_blur: float          # blur of the final image, px (0 = none)
     dynamic_range_db: tuple[float, float]
     gain_db: tuple[float, float]
     gamma: tuple[float, float]
-    blood_db: tuple[float, float]
+    blood_db: tuple[float, float]     # (good window, poor window), dB; quality interpolates
     dropout: tuple[float, float]  # strength of the lateral-wall dropout
-    clutter_db: tuple[float, float]  # apex clutter level relative to myocardium
-    noise_db: float           # electronic noise floor
+    clutter_db: tuple[float, float]  # apex clutter level (good, poor)
+    noise_db: tuple[float, float]    # electronic noise floor (good, poor)
     trabeculae: tuple[float, float]  # depth of the tissue inside the LV contour, px
+    quality_beta: tuple[float, float]  # Beta(a, b) distribution of the image quality
 
 
 LOOKS = {
-    "real": Look(speckle_axial=0.8, speckle_lateral=0.9, speckle_rho=(0.2, 0.5),
-                 speckle_contrast=1.0, psf_blur=1.1, post_blur=0.0,
+    "real": Look(speckle_axial=0.8, speckle_lateral=1.0, speckle_rho=(0.2, 0.5),
+                 speckle_contrast=1.0, psf_lateral=1.8, psf_axial=0.8, post_blur=0.0,
                  dynamic_range_db=(44.0, 52.0), gain_db=(-4.0, 3.0), gamma=(0.9, 1.15),
-                 blood_db=(-40.0, -32.0), dropout=(0.5, 1.0), clutter_db=(-20.0, -8.0),
-                 noise_db=-62.0, trabeculae=(2.0, 5.5)),
+                 blood_db=(-42.0, -24.0), dropout=(0.5, 1.0), clutter_db=(-24.0, -4.0),
+                 noise_db=(-62.0, -40.0), trabeculae=(2.5, 7.0),
+                 quality_beta=(2.2, 1.4)),
     "synthetic": Look(speckle_axial=1.8, speckle_lateral=2.5, speckle_rho=(0.75, 0.9),
-                      speckle_contrast=0.5, psf_blur=1.8, post_blur=1.2,
-                      dynamic_range_db=(32.0, 38.0), gain_db=(0.0, 5.0), gamma=(0.7, 0.85),
-                      blood_db=(-30.0, -24.0), dropout=(0.4, 0.9), clutter_db=(-22.0, -10.0),
-                      noise_db=-62.0, trabeculae=(1.5, 5.0)),
+                      speckle_contrast=0.5, psf_lateral=3.0, psf_axial=1.6, post_blur=1.5,
+                      dynamic_range_db=(30.0, 36.0), gain_db=(0.0, 5.0), gamma=(0.65, 0.8),
+                      blood_db=(-28.0, -16.0), dropout=(0.5, 1.0), clutter_db=(-22.0, -6.0),
+                      noise_db=(-62.0, -44.0), trabeculae=(2.5, 7.0),
+                      quality_beta=(3.0, 1.5)),
 }
 
 
@@ -110,6 +114,11 @@ class Heart:
     taper: float             # narrowing of the LV towards the annulus
     asym: float              # lateral bulge (wr > wl) in mid-ventricle
     wobble: float            # S-shaped deformation of the walls
+    ripple: float            # third harmonic of the wall shape
+    hypokinesis: float       # 0 = none, 1 = a segment keeps its ED width (akinetic)
+    hypo_center: float       # its position, fraction of L
+    hypo_width: float
+    hypo_lateral: bool       # on the lateral (True) or septal wall
     wall: float              # LV wall thickness at ED
     septum: float            # septal thickness
     thicken: float           # systolic wall thickening factor
@@ -134,6 +143,9 @@ class Heart:
     drop_septal: float       # septal dropout 0..1
     drop_septal_center: float
     clutter_db: float
+    quality: float           # image quality 0 (poor acoustic window) .. 1 (good)
+    psf_scale: float         # PSF widening in poor windows
+    noise_db: float
     clutter_depth: float     # px below the apex
     papillary: float         # papillary muscle size px (0 = none)
     papillary_pos: float     # fraction of L
@@ -182,22 +194,33 @@ def _sample_heart(rng: np.random.Generator, style: str, fps: int, n_frames: int)
     first = rng.uniform(lo, min(hi, lo + period))  # an ED at `first`, its ES still inside
     t_ed0 = first - period * math.ceil(first / period)  # an ED at or before frame 0
     length = rng.uniform(46.0, 60.0)
+    ef = _sample_ef(rng, style)
+    # Image quality: most windows good, a tail of poor ones (hazy cavities, clutter, noise).
+    q = float(rng.beta(*look.quality_beta))
+
+    def poor(good_poor: tuple[float, float], jitter: float) -> float:
+        good, bad = good_poor
+        return float(good + (bad - good) * (1.0 - q) + (rng.normal(0.0, jitter) if jitter else 0.0))
     return Heart(
         fps=fps, n_frames=n_frames, hr_bpm=float(hr), period=float(period),
-        systole=float(systole), t_ed0=float(t_ed0), ef=_sample_ef(rng, style),
+        systole=float(systole), t_ed0=float(t_ed0), ef=ef,
         alpha=float(rng.uniform(0.15, 0.35)),
         length_ed=float(length), width_ed=float(length * rng.uniform(0.52, 0.66)),
         cap=float(rng.uniform(0.4, 0.65)), cap_exp=float(rng.uniform(0.45, 0.75)),
         taper=float(rng.uniform(0.05, 0.2)), asym=float(rng.uniform(-0.08, 0.2)),
-        wobble=float(rng.uniform(-0.1, 0.1)),
+        wobble=float(rng.uniform(-0.1, 0.1)), ripple=float(rng.uniform(-0.05, 0.05)),
+        hypokinesis=float(rng.uniform(0.4, 1.0) if rng.uniform() < (0.7 if ef < 45 else 0.25)
+                          else 0.0),
+        hypo_center=float(rng.uniform(0.15, 0.85)), hypo_width=float(rng.uniform(0.12, 0.3)),
+        hypo_lateral=bool(rng.uniform() < 0.6),
         wall=float(rng.uniform(3.5, 6.5)), septum=float(rng.uniform(4.0, 7.0)),
         thicken=float(rng.uniform(1.2, 1.6)),
         rv_start=float(rng.uniform(0.12, 0.3)), rv_width=float(rng.uniform(0.5, 0.75)),
         la_len=float(rng.uniform(0.3, 0.42)), la_wid=float(rng.uniform(1.0, 1.5)),
-        annulus_offset=float(rng.uniform(-2.5, 2.0)), valve_db=float(rng.uniform(-16.0, -4.0)),
+        annulus_offset=float(rng.uniform(-4.0, 3.0)), valve_db=float(rng.uniform(-16.0, -4.0)),
         ra_wid=float(rng.uniform(1.1, 1.4)),
-        apex_x=float(56.0 + rng.uniform(-3.0, 9.0)), apex_y=float(rng.uniform(12.0, 20.0)),
-        tilt=float(np.deg2rad(rng.uniform(2.0, 20.0))),
+        apex_x=float(56.0 + rng.uniform(-4.0, 6.0)), apex_y=float(rng.uniform(12.0, 20.0)),
+        tilt=float(np.deg2rad(rng.uniform(2.0, 16.0))),
         cm_per_px=float(rng.uniform(0.13, 0.15)),
         sector_y0=float(rng.uniform(-3.0, 0.0)),
         sector_half=float(np.deg2rad(rng.uniform(36.0, 40.0))),
@@ -206,14 +229,15 @@ def _sample_heart(rng: np.random.Generator, style: str, fps: int, n_frames: int)
         drop_center=float(rng.uniform(0.3, 0.75)), drop_width=float(rng.uniform(0.2, 0.5)),
         drop_apex=float(rng.uniform(0.2, 0.9)), drop_septal=float(rng.uniform(0.0, 0.6)),
         drop_septal_center=float(rng.uniform(0.2, 0.8)),
-        clutter_db=_uniform(rng, look.clutter_db), clutter_depth=float(rng.uniform(2.0, 10.0)),
+        quality=q, psf_scale=1.0 + 0.5 * (1.0 - q), noise_db=poor(look.noise_db, 0.0),
+        clutter_db=poor(look.clutter_db, 2.0), clutter_depth=float(rng.uniform(2.0, 10.0)),
         papillary=float(rng.uniform(2.0, 4.0) if rng.uniform() < 0.7 else 0.0),
         papillary_pos=float(rng.uniform(0.55, 0.75)),
         trab=_uniform(rng, look.trabeculae), rv_wall=float(rng.uniform(2.5, 4.0)),
         ias=float(rng.uniform(1.0, 2.0)), ias_drop=float(rng.uniform(-25.0, 0.0)),
-        clutter_size=float(rng.uniform(6.0, 14.0)), bg_var=float(rng.uniform(3.0, 7.0)),
+        clutter_size=float(6.0 + 10.0 * (1.0 - q) + rng.uniform(0.0, 4.0)), bg_var=float(rng.uniform(3.0, 7.0)),
         myo_db=float(rng.uniform(-14.0, -8.0)), bg_db=float(rng.uniform(-30.0, -20.0)),
-        peri_db=float(rng.uniform(-3.0, 1.0)), blood_db=_uniform(rng, look.blood_db),
+        peri_db=float(rng.uniform(-3.0, 1.0)), blood_db=poor(look.blood_db, 1.5),
         atten=float(rng.uniform(0.4, 1.2)), gain_db=_uniform(rng, look.gain_db),
         gain_drift_db=float(rng.uniform(0.0, 2.0)),
         dynamic_range_db=_uniform(rng, look.dynamic_range_db), gamma=_uniform(rng, look.gamma),
@@ -225,6 +249,31 @@ def _sample_heart(rng: np.random.Generator, style: str, fps: int, n_frames: int)
 # Shape and cycle
 
 
+def _fit_in_fan(h: Heart, margin: float = 2.5) -> Heart:
+    """Move, straighten or shrink the heart until the LV cavity at ED, with a margin for
+    probe jitter, lies inside the fan (the walls near the apex may leave it, as in real
+    apical views)."""
+    s = np.linspace(0.0, 1.0, 60)
+    for _ in range(80):
+        wl, wr = _half_widths(s, h.width_ed, h, width_ed=h.width_ed)
+        u = np.concatenate([s * h.length_ed, s * h.length_ed])
+        v = np.concatenate([-wl - margin, wr + margin])
+        st, ct = math.sin(h.tilt), math.cos(h.tilt)
+        x = h.apex_x + u * st + v * ct - 55.5
+        y = h.apex_y + u * ct - v * st - h.sector_y0
+        ang, r = np.arctan2(x, y), np.hypot(x, y)
+        right, left = ang.max() > h.sector_half, ang.min() < -h.sector_half
+        if r.max() > h.sector_radius - margin or (right and left):
+            h = replace(h, length_ed=h.length_ed * 0.98, width_ed=h.width_ed * 0.98)
+        elif right:
+            h = replace(h, apex_x=h.apex_x - 0.5, tilt=max(0.0, h.tilt - np.deg2rad(0.5)))
+        elif left:
+            h = replace(h, apex_x=h.apex_x + 0.5)
+        else:
+            break
+    return h
+
+
 def _profile(s: np.ndarray, cap: float, cap_exp: float, taper: float) -> np.ndarray:
     """LV half-width profile g(s) in [0, 1] at fraction s of the long axis (0 apex, 1 base)."""
     x = np.clip(s / cap, 0.0, 1.0)
@@ -233,29 +282,58 @@ def _profile(s: np.ndarray, cap: float, cap_exp: float, taper: float) -> np.ndar
     return g * (1.0 - taper * tail ** 2)
 
 
-def _half_widths(s: np.ndarray, width: np.ndarray, h: Heart) -> tuple[np.ndarray, np.ndarray]:
-    """Septal (wl) and lateral (wr) half-widths at fraction s; wl + wr = width * g(s)."""
+def _half_widths(s: np.ndarray, width: np.ndarray, h: Heart,
+                 width_ed: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Septal (wl) and lateral (wr) half-widths (px) at fraction s of the long axis.
+
+    ``width`` is the LV diameter scale of the frame (W); without a hypokinetic segment
+    wl + wr = W * g(s). With ``width_ed`` (the ED scale) a hypokinetic segment keeps part of
+    its ED width however much the rest of the wall contracts.
+    """
     sc = np.clip(s, 0.0, 1.0)
-    g = _profile(sc, h.cap, h.cap_exp, h.taper) * (width / 2.0)
-    bend = h.asym * np.sin(np.pi * sc) + h.wobble * np.sin(2.0 * np.pi * sc)
-    return g * (1.0 - bend), g * (1.0 + bend)
+    g = _profile(sc, h.cap, h.cap_exp, h.taper) * 0.5
+    bend = (h.asym * np.sin(np.pi * sc) + h.wobble * np.sin(2.0 * np.pi * sc)
+            + h.ripple * np.sin(3.0 * np.pi * sc))
+    gl, gr = g * (1.0 - bend), g * (1.0 + bend)
+    wl, wr = width * gl, width * gr
+    if width_ed is not None and h.hypokinesis > 0:
+        bump = h.hypokinesis * np.exp(-((sc - h.hypo_center) / h.hypo_width) ** 2)
+        if h.hypo_lateral:
+            wr = wr + (width_ed - width) * bump * gr
+        else:
+            wl = wl + (width_ed - width) * bump * gl
+    return wl, wr
 
 
-def _profile_integral(h: Heart) -> float:
-    s = (np.arange(4000) + 0.5) / 4000
-    return float(np.mean(_profile(s, h.cap, h.cap_exp, h.taper) ** 2))
+def _volume_px(length: float, width: float, h: Heart) -> float:
+    """LV volume by the method of discs (circular discs of diameter wl + wr), px^3."""
+    s = (np.arange(2000) + 0.5) / 2000
+    wl, wr = _half_widths(s, width, h, width_ed=h.width_ed)
+    return float(np.pi / 4.0 * np.mean((wl + wr) ** 2) * length)
 
 
 def volume_ml(length_px: float, width_px: float, h: Heart) -> float:
-    """LV volume by the method of discs (circular discs of diameter wl + wr), mL."""
-    v_px = np.pi / 4.0 * width_px ** 2 * length_px * _profile_integral(h)
-    return float(v_px * h.cm_per_px ** 3)
+    """LV volume by the method of discs, mL (pixel size ``h.cm_per_px``)."""
+    return _volume_px(length_px, width_px, h) * h.cm_per_px ** 3
 
 
 def _es_scale(h: Heart) -> tuple[float, float]:
-    """(L_es/L_ed, W_es/W_ed) with (L ratio) * (W ratio)^2 = ESV/EDV = 1 - EF/100."""
+    """(L_es/L_ed, W_es/W_ed) so that ESV/EDV = 1 - EF/100.
+
+    The length takes the share ``alpha`` of the change; the width scale is solved by
+    bisection (a hypokinetic segment makes the rest of the wall contract more).
+    """
     r = 1.0 - h.ef / 100.0
-    return r ** h.alpha, r ** ((1.0 - h.alpha) / 2.0)
+    sl = r ** h.alpha
+    edv = _volume_px(h.length_ed, h.width_ed, h)
+    lo, hi = 0.05, 1.0
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        if _volume_px(h.length_ed * sl, h.width_ed * mid, h) / edv < r:
+            lo = mid
+        else:
+            hi = mid
+    return sl, 0.5 * (lo + hi)
 
 
 def _fill_fraction(h: Heart, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -346,35 +424,47 @@ def _leaflets(hinge_l: np.ndarray, hinge_r: np.ndarray, opening: np.ndarray,
     return [(hinge_l, tip_l), (hinge_r, tip_r)]
 
 
-def _sector(h: Heart) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Fan mask (bool), depth r (px) and remap maps (polar grid -> image), for this video."""
+def _sector(h: Heart) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Geometry of the fan (the probe at (55.5, sector_y0), beams spread over +-sector_half).
+
+    Returns the fan mask bool (112, 112); the scan-conversion map float32 (112, 112, 2) giving
+    each image pixel's (beam, sample) position on the polar grid; the inverse map float32
+    (_NR, _NA, 2) giving each polar sample's (x, y) in the image; the sample depths (_NR,) px
+    and the beam angles (_NA,) rad (0 = straight down, + = towards image right).
+    """
     yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
     dx, dy = xx - 55.5, yy - h.sector_y0
     r = np.hypot(dx, dy)
     ang = np.arctan2(dx, dy)
     fan = (r <= h.sector_radius) & (np.abs(ang) <= h.sector_half) & (dy > 0)
-    map_r = (r / h.sector_radius * (_NR - 1)).astype(np.float32)
-    map_a = ((ang + h.sector_half) / (2 * h.sector_half) * (_NA - 1)).astype(np.float32)
-    return fan, r, np.stack([map_a, map_r], axis=-1)
+    map_r = r / h.sector_radius * (_NR - 1)
+    map_a = (ang + h.sector_half) / (2 * h.sector_half) * (_NA - 1)
+    to_polar = np.stack([map_a, map_r], axis=-1).astype(np.float32)
+    rp = np.linspace(0.0, h.sector_radius, _NR)
+    ap = np.linspace(-h.sector_half, h.sector_half, _NA)
+    px = 55.5 + rp[:, None] * np.sin(ap)[None]
+    py = h.sector_y0 + rp[:, None] * np.cos(ap)[None]
+    to_image = np.stack([px, py], axis=-1).astype(np.float32)
+    return fan, to_polar, to_image, rp, ap
 
 
-def _speckle(rng: np.random.Generator, n: int, look: Look, rho: float,
-             maps: np.ndarray) -> np.ndarray:
-    """Rayleigh speckle amplitude (mean ~1), float32 (n, 112, 112), correlated in time by rho."""
+def _speckle(rng: np.random.Generator, n: int, look: Look, rho: float) -> np.ndarray:
+    """Rayleigh speckle amplitude on the polar grid, float32 (n, _NR, _NA), mean 1.
+
+    A complex Gaussian field blurred along (speckle_axial) and across (speckle_lateral) the
+    beams; consecutive frames share a fraction ``rho`` of it (AR(1) in time).
+    """
     noise = rng.standard_normal((n, 2, _NR, _NA), dtype=np.float32)
-    out = np.empty((n, SIZE, SIZE), np.float32)
+    out = np.empty((n, _NR, _NA), np.float32)
     state = None
     keep, fresh = np.float32(rho), np.float32(math.sqrt(1.0 - rho * rho))
+    z = np.empty((2, _NR, _NA), np.float32)
     for i in range(n):
-        z = np.empty((_NR, _NA, 2), np.float32)
         for c in range(2):
-            z[..., c] = cv2.GaussianBlur(noise[i, c], (0, 0), sigmaX=look.speckle_lateral,
-                                         sigmaY=look.speckle_axial,
-                                         borderType=cv2.BORDER_REFLECT)
-        state = z if state is None else keep * state + fresh * z
-        amp = np.hypot(state[..., 0], state[..., 1])
-        out[i] = cv2.remap(amp, maps[..., 0], maps[..., 1], cv2.INTER_LINEAR,
-                           borderMode=cv2.BORDER_REFLECT)
+            z[c] = cv2.GaussianBlur(noise[i, c], (0, 0), sigmaX=look.speckle_lateral,
+                                    sigmaY=look.speckle_axial, borderType=cv2.BORDER_REFLECT)
+        state = z.copy() if state is None else keep * state + fresh * z
+        out[i] = np.hypot(state[0], state[1])
     out /= out.mean() + 1e-6
     return out
 
@@ -417,9 +507,12 @@ def _render(h: Heart, look: Look, rng: np.random.Generator
     thick = (h.wall * (1.0 + (h.thicken - 1.0) * (1.0 - fill))).astype(f32)
     s_tab = np.linspace(0.0, 1.0, _NTAB)
     gl_tab, gr_tab = (t.astype(f32) for t in _half_widths(s_tab, np.ones(1), h))
+    # Hypokinetic segment: the part of the ED width it keeps, per unit of (W_ed - W).
+    hl_tab, hr_tab = (t.astype(f32) for t in _half_widths(s_tab, np.zeros(1), h, 1.0))
+    dW = f32(h.width_ed) - W
     s = u / L
     idx = _table_index(s)
-    wl, wr = W * gl_tab[idx], W * gr_tab[idx]
+    wl, wr = W * gl_tab[idx] + dW * hl_tab[idx], W * gr_tab[idx] + dW * hr_tab[idx]
     in_len = (u >= 0) & (u <= L)
     d_sep = v + wl        # distance inside the septal boundary (positive inside)
     d_lat = wr - v        # distance inside the lateral boundary
@@ -431,10 +524,11 @@ def _render(h: Heart, look: Look, rng: np.random.Generator
     var_l = (0.5 + _smooth_profile(rng, _NTAB)).astype(f32)[idx_o]
     var_r = (0.5 + _smooth_profile(rng, _NTAB)).astype(f32)[idx_o]
     Lv = L + f32(h.annulus_offset)  # the base as the walls and valves show it
-    lv_out = (u >= -thick) & (u <= Lv) & (v >= -(W + 2 * thick * var_l) * gl_tab[idx_o]) \
-        & (v <= (W + 2 * thick * var_r) * gr_tab[idx_o])
+    lv_out = (u >= -thick) & (u <= Lv) \
+        & (v >= -(W + 2 * thick * var_l) * gl_tab[idx_o] - dW * hl_tab[idx_o]) \
+        & (v <= (W + 2 * thick * var_r) * gr_tab[idx_o] + dW * hr_tab[idx_o])
     # RV along the septum, from rv_start*L down to just above the mitral annulus.
-    wl1, wr1 = (W * f32(t[-1]) for t in (gl_tab, gr_tab))
+    wl1, wr1 = W * gl_tab[-1] + dW * hl_tab[-1], W * gr_tab[-1] + dW * hr_tab[-1]
     rv0, rv1 = h.rv_start * L, L - 2.0
     srv = (u - rv0) / (rv1 - rv0)
     rv_w = h.rv_width * W * (0.85 + 0.15 * fill)
@@ -501,7 +595,9 @@ def _render(h: Heart, look: Look, rng: np.random.Generator
                        np.sin(np.pi * np.clip((g.phase - h.systole) / (1 - h.systole), 0, 1))
                        ** 0.4)
     lf = g.length
-    wl1f, wr1f = gl_tab[-1] * g.width, gr_tab[-1] * g.width
+    dWf = h.width_ed - g.width
+    wl1f = gl_tab[-1] * g.width + dWf * hl_tab[-1]
+    wr1f = gr_tab[-1] * g.width + dWf * hr_tab[-1]
     lh = lf + h.annulus_offset
     mv = _leaflets(np.stack([lh, -wl1f], 1), np.stack([lh, wr1f], 1), opening, 0.5, 0.35)
     sep1 = -wl1f - h.septum
@@ -517,46 +613,56 @@ def _render(h: Heart, look: Look, rng: np.random.Generator
                      (int(round(xb[i] * 16)), int(round(yb[i] * 16))), 1, 1, cv2.LINE_8, 4)
     amp[valves.view(bool)] = amp_of(h.myo_db + h.valve_db)
 
-    # PSF blur -> speckle -> attenuation, clutter, noise -> log compression.
+    # Image formation along the beams: sample the echogenicity on the polar grid (after a
+    # small anti-alias blur), blur by the PSF (wide across the beams, so lateral resolution
+    # worsens with depth), multiply by speckle, attenuate with depth, add apex clutter,
+    # chest-wall reverberation and a noise floor rising with depth (TGC); log-compress; scan
+    # convert back to the image.
+    fan, to_polar, to_image, rp, ap = _sector(h)
+    env = np.empty((T, _NR, _NA), f32)
     for i in range(T):
-        cv2.GaussianBlur(amp[i], (0, 0), look.psf_blur, dst=amp[i])
-    fan, depth, maps = _sector(h)
-    sp = _speckle(rng, T, look, h.speckle_rho, maps)
+        a = cv2.GaussianBlur(amp[i], (0, 0), 0.6)
+        a = cv2.remap(a, to_image[..., 0], to_image[..., 1], cv2.INTER_LINEAR,
+                      borderMode=cv2.BORDER_REPLICATE)
+        env[i] = cv2.GaussianBlur(a, (0, 0), sigmaX=look.psf_lateral * h.psf_scale,
+                                  sigmaY=look.psf_axial * h.psf_scale,
+                                  borderType=cv2.BORDER_REPLICATE)
+    sp = _speckle(rng, T, look, h.speckle_rho)
     if look.speckle_contrast != 1.0:
         sp = np.power(sp, f32(look.speckle_contrast))
-    amp *= sp
-    amp *= np.exp(-h.atten * depth / h.sector_radius).astype(f32)[None]
-    # Apex clutter: near-field haze over the apex of the LV, fluctuating; chest-wall
-    # reverberation under the probe; a noise floor rising with depth (TGC).
+    env *= sp
+    depth = rp[:, None]
+    env *= np.exp(-h.atten * depth / h.sector_radius).astype(f32)[None]
     ax0, ay0 = h.apex_x - 55.5, h.apex_y - h.sector_y0
     r0 = math.hypot(ax0, ay0) + h.clutter_depth
     a0 = math.atan2(ax0, ay0)
-    yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(f32)
-    ang = np.arctan2(xx - 55.5, yy - h.sector_y0)
-    haze = np.exp(-((depth - r0) / h.clutter_size) ** 2 - ((ang - a0) / 0.3) ** 2)
-    haze += 0.5 * np.exp(-(depth / 6.0) ** 2)
+    haze = np.exp(-((depth - r0) / h.clutter_size) ** 2 - ((ap[None] - a0) / 0.3) ** 2)
+    haze = haze + 0.5 * np.exp(-(depth / 6.0) ** 2)
     level = 10 ** (h.clutter_db / 20.0) * (1.0 + 0.3 * np.sin(
         2 * np.pi * np.arange(T) / h.period + rng.uniform(0, 2 * np.pi)))
-    clutter_sp = np.roll(sp[:, ::-1], T // 2, axis=0)  # decorrelated from the tissue speckle
-    amp += (level[:, None, None] * haze[None]).astype(f32) * clutter_sp
-    noise_sp = np.roll(sp[:, :, ::-1], T // 3 + 1, axis=0)
-    amp += (10 ** (look.noise_db / 20.0) * (1.0 + depth / h.sector_radius)).astype(f32)[None] \
+    clutter_sp = np.roll(sp[:, :, ::-1], T // 2, axis=0)  # decorrelated from the tissue speckle
+    env += (level[:, None, None] * haze[None]).astype(f32) * clutter_sp
+    noise_sp = np.roll(sp[:, ::-1], T // 3 + 1, axis=0)
+    env += (10 ** (h.noise_db / 20.0) * (1.0 + depth / h.sector_radius)).astype(f32)[None] \
         * noise_sp
     gain = h.gain_db + h.gain_drift_db * np.sin(
         2 * np.pi * np.arange(T) / max(T, 1) + rng.uniform(0, 2 * np.pi))
     low = (-gain - h.dynamic_range_db)[:, None, None].astype(f32)
-    np.maximum(amp, f32(1e-7), out=amp)
-    x = np.log10(amp, out=amp)
+    np.maximum(env, f32(1e-7), out=env)
+    x = np.log10(env, out=env)
     x *= f32(20.0 / h.dynamic_range_db)
     x -= low / f32(h.dynamic_range_db)      # 0 .. 1 spans the dynamic range
-    if look.post_blur > 0:
-        for i in range(T):
-            cv2.GaussianBlur(x[i], (0, 0), look.post_blur, dst=x[i])
+    img = np.empty((T, SIZE, SIZE), f32)
+    for i in range(T):
+        img[i] = cv2.remap(x[i], to_polar[..., 0], to_polar[..., 1], cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_REPLICATE)
+        if look.post_blur > 0:
+            cv2.GaussianBlur(img[i], (0, 0), look.post_blur, dst=img[i])
     lut = np.rint(255.0 * np.linspace(0.0, 1.0, 1024) ** h.gamma).astype(np.uint8)
-    x *= f32(1023.0)
-    x += f32(0.5)
-    np.clip(x, 0, 1023, out=x)
-    frames = lut[x.astype(np.intp)]
+    img *= f32(1023.0)
+    img += f32(0.5)
+    np.clip(img, 0, 1023, out=img)
+    frames = lut[img.astype(np.intp)]
     frames *= fan[None]
     return frames, lv.view(np.uint8).copy(), g
 
@@ -600,15 +706,15 @@ def _tracing(h: Heart, g: _Frames, i: int, rng: np.random.Generator) -> np.ndarr
     and lateral (X2, Y2) walls. The annotator's view of the LV differs slightly from the truth
     (apex, base, width, wall offset) and each point carries a little hand jitter.
     """
-    L = g.length[i] + rng.normal(0.0, 1.0)
-    apex_shift = rng.normal(0.0, 0.8)
-    W = g.width[i] * (1.0 + rng.normal(0.0, 0.03))
+    L = g.length[i] + rng.normal(0.0, 1.2)
+    apex_shift = rng.normal(0.0, 1.0)
+    scale = 1.0 + rng.normal(0.0, 0.03)
     s = (np.arange(N_CHORDS) + 1.0) / N_CHORDS
-    wl, wr = _half_widths(s, np.full(N_CHORDS, W), h)
+    wl, wr = _half_widths(s, np.full(N_CHORDS, g.width[i]), h, width_ed=h.width_ed)
     u = apex_shift + s * (L - apex_shift)
     # Each annotator follows a slightly different edge on each wall, plus hand jitter.
-    wl = wl + rng.normal(0.0, 0.5) + rng.normal(0.0, 0.35, N_CHORDS)
-    wr = wr + rng.normal(0.0, 0.5) + rng.normal(0.0, 0.35, N_CHORDS)
+    wl = wl * scale + rng.normal(0.0, 0.6) + rng.normal(0.0, 0.35, N_CHORDS)
+    wr = wr * scale + rng.normal(0.0, 0.6) + rng.normal(0.0, 0.35, N_CHORDS)
     u1 = u + rng.normal(0.0, 0.2, N_CHORDS)
     u2 = u + rng.normal(0.0, 0.2, N_CHORDS)
     x1, y1 = _to_image(g, i, u1, -np.maximum(wl, 0.0))
@@ -671,7 +777,7 @@ def make_video(style: str, seed: int, split: str, i: int, n_frames: int, number:
     rng = np.random.default_rng(_video_seed(seed, split, i))
     name = _file_name(rng, style, number)
     fps = _choose_fps(rng, style)
-    h = _sample_heart(rng, style, fps, n_frames)
+    h = _fit_in_fan(_sample_heart(rng, style, fps, n_frames))
     frames, masks, g = _render(h, LOOKS[style], rng)
     area = masks.reshape(n_frames, -1).sum(1).astype(np.float64)
     ed, es = extreme_frames(area, h.period, h.t_ed0, h.systole)

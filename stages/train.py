@@ -17,13 +17,26 @@ from echodfkd.train import Source, TrainConfig, save_student, train_student
 from echodfkd.store import write_text_atomic
 
 
+def _bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _opt_float(text: str) -> float | None:
+    return float(text) if text.strip() else None
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--frames", required=True, help="frame store of the main source")
     p.add_argument("--masks", required=True, help="teacher mask store aligned with --frames")
     p.add_argument("--splits", nargs="+", default=["TRAIN"], help="training splits")
     p.add_argument("--val-split", nargs="+", default=["VAL"], help="validation splits")
-    p.add_argument("--extra-frames", help="optional second training source (frame store)")
+    p.add_argument("--extra-frames", help="optional second training source (frame store); "
+                   "empty string: none")
     p.add_argument("--extra-masks", help="teacher mask store aligned with --extra-frames")
     p.add_argument("--extra-splits", nargs="+", default=["TRAIN"])
     p.add_argument("--out", required=True, help="output folder for student.pt, train.json")
@@ -33,21 +46,29 @@ def parse_args(argv=None) -> argparse.Namespace:
     for name in ("blocks", "layers_per_block", "hidden", "kernel_size", "sequence_length",
                  "epochs", "steps_per_epoch", "patience", "seed", "val_clips_per_video"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
+    # --steps-per-epoch 0: one pass, ceil(training videos / batch) steps per epoch
     p.add_argument("--batch", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--skip", action="store_true", help="U-Net skip connections")
-    p.add_argument("--half-resolution", action="store_true", help="train at 56x56")
+    p.add_argument("--skip", type=_bool, nargs="?", const=True, default=d.skip,
+                   help="U-Net skip connections (--skip, or --skip true/false)")
+    p.add_argument("--half-resolution", type=_bool, nargs="?", const=True,
+                   default=d.half_resolution,
+                   help="train at 56x56 (--half-resolution, or --half-resolution true/false)")
     p.add_argument("--short-videos", choices=["skip", "pad"], default=d.short_videos)
-    p.add_argument("--filter-column", help="FileList column to filter training videos on")
-    p.add_argument("--filter-min", type=float)
-    p.add_argument("--filter-max", type=float)
-    return p.parse_args(argv)
+    p.add_argument("--filter-column", help="FileList column to filter training videos on "
+                   "(keeps --filter-min <= value <= --filter-max; empty string: no filter)")
+    p.add_argument("--filter-min", type=_opt_float, help="empty string: no lower bound")
+    p.add_argument("--filter-max", type=_opt_float, help="empty string: no upper bound")
+    a = p.parse_args(argv)
+    for name in ("splits", "val_split", "extra_splits"):  # also accept "TRAIN VAL" as one word
+        setattr(a, name, [w for arg in getattr(a, name) for w in arg.split()])
+    return a
 
 
 def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     a = parse_args(argv)
-    if (a.extra_frames is None) != (a.extra_masks is None):
+    if bool(a.extra_frames) != bool(a.extra_masks):
         raise SystemExit("--extra-frames and --extra-masks go together")
     config = TrainConfig(
         blocks=a.blocks, layers_per_block=a.layers_per_block, hidden=a.hidden,

@@ -241,3 +241,21 @@ def test_stage_cli(stores, tmp_path):
     assert (out / "train.json").exists()
     assert (tmp_path / "models" / "student.ckpt" / "last.pt").exists()
     assert (tmp_path / "dvclive" / "plots" / "metrics" / "train_loss.tsv").exists()
+
+
+def test_stage_bool_flags():
+    spec = importlib.util.spec_from_file_location("stage_train2", ROOT / "stages" / "train.py")
+    stage = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stage)
+    base = ["--frames", "f", "--masks", "m", "--out", "o"]
+    assert stage.parse_args(base).half_resolution is False
+    assert stage.parse_args(base + ["--half-resolution"]).half_resolution is True
+    a = stage.parse_args(base + ["--half-resolution", "false", "--skip", "True"])
+    assert a.half_resolution is False and a.skip is True
+    assert stage.parse_args(base + ["--splits", "TRAIN VAL", "EXTRA"]).splits == [
+        "TRAIN", "VAL", "EXTRA"]
+    a = stage.parse_args(base + ["--filter-column", "", "--filter-min", "", "--filter-max", "50",
+                                 "--extra-frames", "", "--extra-masks", ""])
+    assert a.filter_min is None and a.filter_max == 50.0 and not a.extra_frames
+    with pytest.raises(SystemExit):
+        stage.parse_args(base + ["--skip", "maybe"])
