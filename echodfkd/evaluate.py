@@ -47,9 +47,14 @@ from .store import FrameStore, MaskStore, open_masks
 VIDEO_COLUMNS = ["FileName", "Split", "n_frames", "EF", "ed_frame", "es_frame"]
 
 
-def check_aligned(frames: FrameStore, masks: MaskStore) -> None:
-    """Raise ``ValueError`` unless ``masks`` was written for exactly ``frames`` (via open_masks)."""
+def check_aligned(frames: FrameStore, masks: MaskStore, split: str | None = None) -> None:
+    """Raise ``ValueError`` unless ``masks`` was written for exactly ``frames`` (via open_masks)
+    and, when it covers only some splits (``attrs["splits"]``), covers ``split``."""
     open_masks(masks.path, frames)
+    covered = masks.attrs.get("splits")
+    if split is not None and covered is not None and split not in covered:
+        raise ValueError(f"mask store {masks.path!r} holds predictions for splits {covered} "
+                         f"only, not {split!r}: rerun its inference with that split")
 
 
 def _split_rows(frames: FrameStore, split: str) -> np.ndarray:
@@ -139,9 +144,9 @@ def evaluate_source(frames: FrameStore, pred: MaskStore, *, teacher: MaskStore |
       dice_es_teacher_ref, dice_teacher_ref, agreement. Undefined values are NaN.
     """
     _check_threshold(threshold)
-    check_aligned(frames, pred)
+    check_aligned(frames, pred, split)
     if teacher is not None:
-        check_aligned(frames, teacher)
+        check_aligned(frames, teacher, split)
     rows = _split_rows(frames, split)
     tracings = _tracings_by_video(frames)
     index = frames.index
@@ -262,8 +267,8 @@ def evaluate_agreement(frames: FrameStore, pred: MaskStore, teacher: MaskStore, 
     ``{"agreement": mean per-frame Dice over all frames of the split, "n_videos", "n_frames"}``.
     """
     _check_threshold(threshold)
-    check_aligned(frames, pred)
-    check_aligned(frames, teacher)
+    check_aligned(frames, pred, split)
+    check_aligned(frames, teacher, split)
     rows = _split_rows(frames, split)
     records, total, count = [], 0.0, 0
     for i in tqdm(rows, desc=f"agreement {split}", unit="video", disable=not progress):

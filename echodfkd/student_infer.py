@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -89,9 +90,14 @@ def file_sha(path: str | os.PathLike) -> str:
 def infer_store(student: str | os.PathLike, frames: str | os.PathLike, out: str | os.PathLike,
                 *, chunk: int = 64, videos_per_batch: int | None = None,
                 device: torch.device | str | None = None, shard_frames: int = 2048,
-                chunk_frames: int = 64, resume: bool = True, progress: bool = True) -> Path:
+                chunk_frames: int = 64, resume: bool = True, progress: bool = True,
+                splits: Sequence[str] | None = None) -> Path:
     """Write the student's soft masks for every frame of the frame store ``frames`` to the
     mask store ``out`` (see module docstring). Returns ``out``.
+
+    ``splits`` limits the work to the videos of those splits (e.g. only TEST for an evaluation);
+    the other videos' frames stay 0 and ``attrs["splits"]`` records what was segmented (None:
+    every video), so that an evaluation of another split fails instead of scoring zeros.
 
     ``videos_per_batch`` videos are run together (zero-padded to the longest); default 1 on
     CPU, 8 on CUDA. Frames belonging to no video (none in a valid store) stay 0.
@@ -105,11 +111,20 @@ def infer_store(student: str | os.PathLike, frames: str | os.PathLike, out: str 
     fs = open_frames(frames)
     n = int(fs.frames.shape[0])
     staging = partial_path(out)
+    if splits is not None:
+        splits = sorted(set(splits))
+        unknown = sorted(set(splits) - set(fs.index["Split"]))
+        if unknown:
+            raise ValueError(f"splits {unknown} not in {frames!r} (it has "
+                             f"{sorted(set(fs.index['Split']))})")
     group = init_mask_store(staging, fs, shard_frames=shard_frames, chunk_frames=chunk_frames,
-                            resume=resume, model="student", student_sha=file_sha(student))
+                            resume=resume, model="student", student_sha=file_sha(student),
+                            splits=splits)
     masks = group["masks"]
     done = set(int(b) for b in group.attrs.get("done_blocks", []))
     index = fs.index.sort_values("start")
+    if splits is not None:
+        index = index[index["Split"].isin(splits)]
     vstart = index["start"].to_numpy(np.int64)
     vstop = index["stop"].to_numpy(np.int64)
     cache: dict[int, np.ndarray] = {}

@@ -602,6 +602,25 @@ def load_members(teacher_dir: str | os.PathLike) -> list[Member]:
     return members
 
 
+def teacher_cost(members: Sequence[Member]) -> dict:
+    """Cost of the (fused) teacher for reports: ``{"weights": int|None, "flops": int|None}``.
+
+    Trainable weights and FLOPs per 112x112 frame (see :mod:`echodfkd.cost`), summed over the
+    model members; None when a member is imported outputs (its model is unknown).
+    """
+    from echodfkd.cost import count_weights, flops_per_frame
+
+    weights = flops = 0
+    for m in members:
+        if not isinstance(m, ModelMember):
+            return {"weights": None, "flops": None}
+        ck = read_checkpoint(m.path)
+        model = build_model(ck.arch, ck.config)
+        weights += count_weights(model)
+        flops += flops_per_frame(model, "image")
+    return {"weights": weights, "flops": flops}
+
+
 # ---------------------------------------------------------------------------------------------
 # Inference into a mask store
 

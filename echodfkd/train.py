@@ -174,7 +174,7 @@ def load_videos(sources: Sequence[Source], *, filter_column: str | None = None,
     The mask store of each source must be complete and aligned with its frame store
     (checked by :func:`echodfkd.store.open_masks`).
     """
-    frame_parts, mask_parts, lengths, names = [], [], [], []
+    plan, lengths, names = [], [], []
     for src in sources:
         fs = open_frames(src.frames)
         ms = open_masks(src.masks, frames=fs)
@@ -183,15 +183,19 @@ def load_videos(sources: Sequence[Source], *, filter_column: str | None = None,
         rows = rows.sort_values("start")
         starts = rows["start"].to_numpy(np.int64)
         stops = rows["stop"].to_numpy(np.int64)
-        for a, b in _runs(starts, stops):
-            frame_parts.append(np.asarray(fs.frames[a:b]))
-            mask_parts.append(np.asarray(ms.masks[a:b]))
+        plan.append((fs, ms, _runs(starts, stops)))
         lengths.extend((stops - starts).tolist())
         names.extend(f"{src.frames}:{n}" for n in rows["FileName"].astype(str))
-    empty = np.zeros((0, 112, 112), np.uint8)
-    frames = np.concatenate(frame_parts) if frame_parts else empty
-    masks = np.concatenate(mask_parts) if mask_parts else empty
     lengths_a = np.asarray(lengths, np.int64)
+    total = int(lengths_a.sum())
+    frames = np.empty((total, 112, 112), np.uint8)  # filled in place: no concatenation copy
+    masks = np.empty((total, 112, 112), np.uint8)
+    pos = 0
+    for fs, ms, runs in plan:
+        for a, b in runs:
+            frames[pos:pos + b - a] = fs.frames[a:b]
+            masks[pos:pos + b - a] = ms.masks[a:b]
+            pos += b - a
     starts_a = np.concatenate([[0], np.cumsum(lengths_a)[:-1]]).astype(np.int64)
     return ClipSet(frames, masks, starts_a, lengths_a, names)
 
@@ -286,9 +290,8 @@ def data_hash(*sets: ClipSet) -> str:
     h = hashlib.sha256()
     for s in sets:
         h.update("\n".join(s.names).encode())
-        h.update(s.lengths.tobytes())
-        h.update(s.frames.tobytes())
-        h.update(s.masks.tobytes())
+        for a in (s.lengths, s.frames, s.masks):
+            h.update(np.ascontiguousarray(a))  # buffer protocol: no copy
     return h.hexdigest()[:16]
 
 

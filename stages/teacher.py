@@ -12,10 +12,12 @@ directory, output folders as given), ``member<i>.pt`` per fit/checkpoint member,
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 
 from echodfkd.store import commit, open_frames, partial_path
-from echodfkd.teacher import make_teacher_dir, parse_member_specs, parse_member_text
+from echodfkd.teacher import (load_members, make_teacher_dir, parse_member_specs,
+                              parse_member_text, teacher_cost)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -45,6 +47,8 @@ def main(argv: list[str] | None = None) -> None:
         device=args.device)
     if history is not None:
         history.to_csv(staging / "fit_history.csv", index=False)
+    cost = teacher_cost(load_members(staging))
+    (staging / "cost.json").write_text(json.dumps(cost, indent=2) + "\n")
     commit(staging, args.out)
 
 

@@ -13,6 +13,9 @@ import json
 import logging
 from pathlib import Path
 
+import torch
+
+from echodfkd.cost import count_weights, flops_per_frame
 from echodfkd.train import Source, TrainConfig, save_student, train_student
 from echodfkd.store import write_text_atomic
 
@@ -59,6 +62,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    "(keeps --filter-min <= value <= --filter-max; empty string: no filter)")
     p.add_argument("--filter-min", type=_opt_float, help="empty string: no lower bound")
     p.add_argument("--filter-max", type=_opt_float, help="empty string: no upper bound")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads for torch (0: torch's "
+                   "default, all cores; more threads were 5x slower on a busy 2-core machine)")
     a = p.parse_args(argv)
     for name in ("splits", "val_split", "extra_splits"):  # also accept "TRAIN VAL" as one word
         setattr(a, name, [w for arg in getattr(a, name) for w in arg.split()])
@@ -68,6 +73,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     a = parse_args(argv)
+    if a.threads > 0:
+        torch.set_num_threads(a.threads)
     if bool(a.extra_frames) != bool(a.extra_masks):
         raise SystemExit("--extra-frames and --extra-masks go together")
     config = TrainConfig(
@@ -90,6 +97,10 @@ def main(argv=None) -> None:
             "train_videos", "val_videos")
     write_text_atomic(out / "train.json",
                       json.dumps({k: result.meta[k] for k in keys}, indent=2) + "\n")
+    cost = {"weights": count_weights(result.model),
+            "flops": flops_per_frame(result.model, "student"),
+            "blocks": a.blocks, "layers_per_block": a.layers_per_block, "hidden": a.hidden}
+    write_text_atomic(out / "cost.json", json.dumps(cost, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -185,6 +185,13 @@ def test_misaligned_prediction_is_an_error(source, tmp_path):
                           progress=False)
 
 
+def test_prediction_for_other_splits_only_is_an_error(source, tmp_path):
+    partial = write_masks(tmp_path / "p.zarr", source, source.gt_masks[:], splits=["VAL"])
+    with pytest.raises(ValueError, match=r"splits \['VAL'\] only, not 'TEST'"):
+        E.evaluate_source(source, partial, teacher=None, split="TEST", threshold=0.5,
+                          progress=False)
+
+
 def test_evaluate_agreement(source, tmp_path):
     gt = np.asarray(source.gt_masks[:]) * 255
     teacher = write_masks(tmp_path / "t.zarr", source, gt)

@@ -134,3 +134,23 @@ def test_stage_cli(tmp_path, student):
     stage.main(["--student", str(path), "--frames", str(frames), "--out", str(out),
                 "--chunk", "3", "--device", "cpu"])
     assert open_masks(out, frames=open_frames(frames)).masks.shape == (10, 112, 112)
+
+
+def test_infer_only_some_splits(tmp_path, student):
+    path, net = student
+    frames = make_frames(tmp_path, [10, 7, 9])
+    g = __import__("zarr").open_group(str(frames), mode="r+")
+    videos = dict(g.attrs["videos"])
+    videos["data"] = [row[:1] + [split] + row[2:]
+                      for row, split in zip(videos["data"], ["TRAIN", "TEST", "TRAIN"])]
+    g.attrs["videos"] = videos
+    out = si.infer_store(path, frames, tmp_path / "m.zarr", chunk=8, progress=False,
+                         splits=["TEST"])
+    fs = open_frames(frames)
+    ms = open_masks(out, fs)
+    assert ms.attrs["splits"] == ["TEST"]
+    masks = ms.masks[:]
+    assert not masks[:10].any() and not masks[17:].any()
+    np.testing.assert_array_equal(masks[10:17], si.predict_video(net, fs.frames[10:17], chunk=8))
+    with pytest.raises(ValueError, match="VAL"):
+        si.infer_store(path, frames, tmp_path / "n.zarr", progress=False, splits=["VAL"])

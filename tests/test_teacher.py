@@ -382,6 +382,9 @@ def test_stage_scripts(tmp_path):
         "--epochs", "1", "--batch", "4", "--lr", "0.001", "--seed", "0")
     assert (tmp_path / "teacher" / "teacher.json").is_file()
     assert not (tmp_path / "teacher" / "fit_history.csv").exists()
+    # Imported outputs: the teacher's model is unknown, so is its cost.
+    cost = json.loads((tmp_path / "teacher" / "cost.json").read_text())
+    assert cost == {"weights": None, "flops": None}
     run("stages/teacher_infer.py", "--teacher", str(tmp_path / "teacher"), "--frames",
         store.path, "--out", str(tmp_path / "m.zarr"), "--batch", "8", "--amp", "true",
         "--scheduler", "")  # --amp is a no-op on the CPU
@@ -403,3 +406,15 @@ def test_parse_member_text(text, expected):
 def test_parse_member_text_bad_weight():
     with pytest.raises(ValueError, match="'x'"):
         T.parse_member_text("fit@x")
+
+
+def test_teacher_cost_sums_model_members(tmp_path):
+    from echodfkd.cost import count_weights
+    from echodfkd.models.unet import UNet
+
+    model = UNet(width=4, depth=2)
+    for i in range(2):
+        T.save_teacher(tmp_path / f"m{i}.pt", "unet", {"width": 4, "depth": 2}, model)
+    cost = T.teacher_cost([T.ModelMember(str(tmp_path / f"m{i}.pt")) for i in range(2)])
+    assert cost["weights"] == 2 * count_weights(model)
+    assert cost["flops"] > 0

@@ -1,3 +1,4 @@
+import json
 import importlib.util
 from pathlib import Path
 
@@ -239,6 +240,9 @@ def test_stage_cli(stores, tmp_path):
                             "kernel_size": 3, "skip": True}
     assert ck["meta"]["train_videos"] == 4          # 3 synthetic + 1 extra TRAIN
     assert (out / "train.json").exists()
+    cost = json.loads((out / "cost.json").read_text())
+    assert cost["weights"] == ck["meta"]["weights"] and cost["flops"] > 0
+    assert (cost["blocks"], cost["layers_per_block"], cost["hidden"]) == (2, 1, 2)
     assert (tmp_path / "models" / "student.ckpt" / "last.pt").exists()
     assert (tmp_path / "dvclive" / "plots" / "metrics" / "train_loss.tsv").exists()
 

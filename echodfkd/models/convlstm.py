@@ -88,7 +88,8 @@ class ConvLSTMCell(nn.Module):
         """
         b, t, ch, hh, ww = x.shape
         if ch != self.in_ch:
-            raise ValueError(f"expected {self.in_ch} input channels, got {ch} (shape {tuple(x.shape)})")
+            raise ValueError(f"expected {self.in_ch} input channels, got {ch} "
+                             f"(shape {tuple(x.shape)})")
         w_x, w_h = self.conv.weight[:, :self.in_ch], self.conv.weight[:, self.in_ch:]
         pad = self.kernel_size // 2
         gx = F.conv2d(x.reshape(b * t, ch, hh, ww), w_x, self.conv.bias, padding=pad)
