@@ -921,8 +921,9 @@ def render_preview(set_dir: str | os.PathLike, out_png: str | os.PathLike, n_vid
         gt = np.load(set_dir / "GroundTruth" / f"{name}.npz")
         masks, ed, es = gt["masks"], gt["ed"], gt["es"]
         picks = [(int(f), "ED") for f in ed[:1]] + [(int(f), "ES") for f in es[:1]]
-        rest = np.linspace(0, len(frames) - 1, max(n_frames - len(picks), 0) + 2)[1:-1]
-        picks += [(int(round(f)), "") for f in rest]
+        for f in np.linspace(0, len(frames) - 1, n_frames + 2)[1:-1].round().astype(int):
+            if int(f) not in [p[0] for p in picks]:
+                picks.append((int(f), ""))
         for c, (f, tag) in enumerate(picks[:n_frames]):
             ax = fig.add_subplot(len(names), n_frames, r * n_frames + c + 1)
             ax.imshow(frames[f], cmap="gray", vmin=0, vmax=255)
@@ -933,9 +934,10 @@ def render_preview(set_dir: str | os.PathLike, out_png: str | os.PathLike, n_vid
                     p = tracing_polygon(t[["X1", "Y1", "X2", "Y2"]].to_numpy())
                     p = np.vstack([p, p[:1]])
                     ax.plot(p[:, 0], p[:, 1], color="red", linewidth=0.6)
-            ax.set_title(f"{name[:10]} f{f} {tag}", fontsize=6)
+            ax.set_title(f"{name} f{f} {tag}", fontsize=5)
             ax.set_axis_off()
-    fig.suptitle(f"phantom, style={style}: GT contour (green), tracing (red)", fontsize=9)
+    legend = "GT contour (green), tracing (red)" if tracings is not None else "GT contour (green)"
+    fig.suptitle(f"phantom, style={style}: {legend}", fontsize=9)
     fig.tight_layout()
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
