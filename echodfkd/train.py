@@ -16,6 +16,8 @@ Data flow:
    ``short_videos="pad"``, padded by repeating their last frame and mask.
 3. With ``half_resolution``, frames and soft targets are 2x2 average-pooled to 56x56 for
    training (as the original); validation runs at 112x112, the inference resolution.
+   With ``augment``, each training clip gets a random gain, gamma and speckle-like noise
+   (:func:`augment_clips`), which narrows the synthetic-to-real gap.
 4. Loss: binary cross-entropy with logits against the teacher's soft targets ``p = mask/255``.
    Adam, early stopping on the validation loss (``patience`` epochs without improvement); the
    best epoch's weights are kept. Validation clips are fixed: per validation video,
@@ -90,6 +92,7 @@ class TrainConfig:
     steps_per_epoch: int | None = 25  # None: ceil(training videos / batch_size)
     patience: int = 4
     half_resolution: bool = False
+    augment: bool = True
     seed: int = 0
     val_clips_per_video: int = 2
     short_videos: str = "skip"  # "skip" or "pad"
@@ -285,6 +288,26 @@ def make_batch(clips: ClipSet, videos: np.ndarray, starts: np.ndarray, sequence_
     return x.reshape(b, t, 1, *x.shape[-2:]), y.reshape(b, t, 1, *y.shape[-2:])
 
 
+def augment_clips(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """Random appearance changes per clip, for a student that transfers across scanners and
+    from synthetic to real videos: gain x U(0.75, 1.3), gamma U(0.7, 1.4) and multiplicative
+    speckle-like noise N(1, s^2) per pixel and frame with s ~ U(0, 0.35).
+
+    ``x``: float32 (B, T, 1, H, W) in [0, 1]; returns the same shape, clipped to [0, 1]. The
+    geometry is unchanged, so the soft targets stay valid. Draws from ``rng`` only
+    (deterministic for a seed).
+    """
+    b = x.shape[0]
+    shape = (b, 1, 1, 1, 1)
+
+    def draw(lo: float, hi: float) -> torch.Tensor:
+        return torch.from_numpy(rng.uniform(lo, hi, b).astype(np.float32)).to(x.device).view(shape)
+
+    gain, gamma, sigma = draw(0.75, 1.3), draw(0.7, 1.4), draw(0.0, 0.35)
+    noise = torch.from_numpy(rng.standard_normal(x.shape, dtype=np.float32)).to(x.device)
+    return (x.clamp_min(0).pow(gamma) * gain * (1 + sigma * noise)).clamp_(0, 1)
+
+
 def data_hash(*sets: ClipSet) -> str:
     """Hash of the contents (names, frames, masks) of clip sets: identifies the training data."""
     h = hashlib.sha256()
@@ -443,6 +466,8 @@ def train_student(train_sources: Sequence[Source], val_sources: Sequence[Source]
             for _ in range(steps):
                 v, s = sample_clips(train.lengths, config.batch_size, L, rng)
                 x, y = make_batch(train, v, s, L, config.half_resolution, device)
+                if config.augment:
+                    x = augment_clips(x, rng)
                 logits, _ = model(x)
                 loss = F.binary_cross_entropy_with_logits(logits, y)
                 opt.zero_grad(set_to_none=True)

@@ -57,6 +57,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--half-resolution", type=_bool, nargs="?", const=True,
                    default=d.half_resolution,
                    help="train at 56x56 (--half-resolution, or --half-resolution true/false)")
+    p.add_argument("--augment", type=_bool, nargs="?", const=True, default=d.augment,
+                   help="random gain/gamma/speckle noise on training clips (true/false)")
     p.add_argument("--short-videos", choices=["skip", "pad"], default=d.short_videos)
     p.add_argument("--filter-column", help="FileList column to filter training videos on "
                    "(keeps --filter-min <= value <= --filter-max; empty string: no filter)")
@@ -82,7 +84,7 @@ def main(argv=None) -> None:
         kernel_size=a.kernel_size, skip=a.skip, sequence_length=a.sequence_length,
         batch_size=a.batch, lr=a.lr, epochs=a.epochs,
         steps_per_epoch=a.steps_per_epoch if a.steps_per_epoch > 0 else None,
-        patience=a.patience, half_resolution=a.half_resolution, seed=a.seed,
+        patience=a.patience, half_resolution=a.half_resolution, augment=a.augment, seed=a.seed,
         val_clips_per_video=a.val_clips_per_video, short_videos=a.short_videos,
         filter_column=a.filter_column or None, filter_min=a.filter_min, filter_max=a.filter_max)
     train = [Source(a.frames, a.masks, tuple(a.splits))]

@@ -263,3 +263,17 @@ def test_stage_bool_flags():
     assert a.filter_min is None and a.filter_max == 50.0 and not a.extra_frames
     with pytest.raises(SystemExit):
         stage.parse_args(base + ["--skip", "maybe"])
+
+
+def test_augment_clips_keeps_shape_range_and_black():
+    from echodfkd.train import augment_clips
+
+    x = torch.rand(3, 4, 1, 8, 8)
+    x[:, :, :, :2] = 0.0                      # black outside the fan must stay black
+    a = augment_clips(x.clone(), np.random.default_rng(5))
+    b = augment_clips(x.clone(), np.random.default_rng(5))
+    assert a.shape == x.shape and a.dtype == torch.float32
+    assert float(a.min()) >= 0.0 and float(a.max()) <= 1.0
+    assert torch.equal(a, b)                  # deterministic for a seed
+    assert not torch.equal(a, x)
+    assert float(a[:, :, :, :2].abs().max()) == 0.0
