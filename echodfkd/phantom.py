@@ -48,6 +48,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from echodfkd.echonet import read_video
 from echodfkd.store import commit, partial_path
 
 SIZE = 112
@@ -876,23 +877,6 @@ def generate_set(out_dir: str | os.PathLike, *, style: str, seed: int, n_train: 
 # Reading back (for previews and tests)
 
 
-def read_avi(path: str | os.PathLike) -> np.ndarray:
-    """Frames of an AVI as grey uint8 (T, H, W) (first channel)."""
-    cap = cv2.VideoCapture(str(path))
-    if not cap.isOpened():
-        raise OSError(f"cannot open video {path!r}")
-    frames = []
-    while True:
-        ok, f = cap.read()
-        if not ok:
-            break
-        frames.append(f[..., 0] if f.ndim == 3 else f)
-    cap.release()
-    if not frames:
-        raise OSError(f"no frames could be decoded from {path!r}")
-    return np.stack(frames)
-
-
 def tracing_polygon(rows: np.ndarray) -> np.ndarray:
     """EchoNet polygon of a traced frame: float (40, 2) x, y from rows (21, 4) X1 Y1 X2 Y2."""
     rows = np.asarray(rows, dtype=np.float64)
@@ -920,7 +904,7 @@ def render_preview(set_dir: str | os.PathLike, out_png: str | os.PathLike, n_vid
     fig = Figure(figsize=(1.9 * n_frames, 2.0 * max(1, len(names)) + 0.4), dpi=100)
     FigureCanvasAgg(fig)
     for r, name in enumerate(names):
-        frames = read_avi(set_dir / "Videos" / f"{name}.avi")
+        frames = read_video(set_dir / "Videos" / f"{name}.avi")
         gt = np.load(set_dir / "GroundTruth" / f"{name}.npz")
         masks, ed, es = gt["masks"], gt["ed"], gt["es"]
         picks = [(int(f), "ED") for f in ed[:1]] + [(int(f), "ES") for f in es[:1]]

@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from echodfkd.metrics import dice_per_frame
 from echodfkd.models.unet import UNet
 
 
@@ -82,12 +83,10 @@ def predict_proba(model: torch.nn.Module, images: np.ndarray, *, batch_size: int
 
 
 def dice_scores(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Dice per image between binary masks (N, H, W) (bool or 0/1); 1 when both are empty."""
-    p = pred.reshape(len(pred), -1).astype(bool)
-    t = target.reshape(len(target), -1).astype(bool)
-    inter = (p & t).sum(1)
-    tot = p.sum(1) + t.sum(1)
-    return np.where(tot > 0, 2.0 * inter / np.maximum(tot, 1), 1.0)
+    """Dice per image between binary masks (N, H, W) or (N, 1, H, W) (bool or 0/1); 1 when both
+    are empty."""
+    p, t = (np.asarray(m).astype(bool) for m in (pred, target))
+    return dice_per_frame(p.reshape(len(p), -1, p.shape[-1]), t.reshape(len(t), -1, t.shape[-1]))
 
 
 def fit_teacher(train_images: np.ndarray, train_masks: np.ndarray, val_images: np.ndarray,

@@ -26,7 +26,7 @@ TINY = {
     },
     "teacher": {"epochs": 3},
     "train": {"epochs": 2, "steps_per_epoch": 3, "batch": 2, "sequence_length": 8},
-    "pareto": {"epochs": 1, "steps_per_epoch": 2},
+    "pareto": {"blocks": [2], "layers_per_block": [1], "hidden": [2]},
 }
 
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from echodfkd.models.unet import UNet, count_weights
+from echodfkd.cost import count_weights
+from echodfkd.models.unet import UNet
 from echodfkd.teacher_fit import dice_scores, fit_teacher, predict_proba
 
 

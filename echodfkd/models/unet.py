@@ -59,8 +59,3 @@ class UNet(nn.Module):
             x = reduce(self.upsample(x))
             x = block(torch.cat([x, skip], dim=1))
         return self.head(x)
-
-
-def count_weights(model: nn.Module) -> int:
-    """Number of trainable weights."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
