@@ -542,7 +542,7 @@ class ModelMember:
     needs_frames: bool = True
 
     def describe(self) -> dict:
-        return {"kind": "model", "path": os.path.abspath(self.path), "weight": self.weight,
+        return {"kind": "model", "path": self.path, "weight": self.weight,
                 "sha256": _sha256(self.path)}
 
     def predict_block(self, frames, start, stop, videos, *, batch_size, device, amp):
@@ -559,7 +559,7 @@ class OutputsMember:
     needs_frames: bool = False
 
     def describe(self) -> dict:
-        return {"kind": "outputs", "folder": os.path.abspath(self.folder),
+        return {"kind": "outputs", "folder": self.folder,
                 "weight": self.weight, "values": self.values}
 
     def validate(self, index: pd.DataFrame) -> None:

@@ -46,7 +46,9 @@ def main(argv: list[str] | None = None) -> None:
         epochs=args.epochs, batch_size=args.batch, lr=args.lr, seed=args.seed,
         device=args.device)
     if history is not None:
-        history.to_csv(staging / "fit_history.csv", index=False)
+        # Wall-clock seconds would make the git-tracked teacher differ on every refit.
+        history.drop(columns=["seconds"], errors="ignore").to_csv(
+            staging / "fit_history.csv", index=False)
     cost = teacher_cost(load_members(staging))
     (staging / "cost.json").write_text(json.dumps(cost, indent=2) + "\n")
     commit(staging, args.out)
