@@ -11,30 +11,9 @@ from echodfkd.echonet import (
     VideoError, decode_video, fill_polygon, read_filelist, read_tracings, read_video,
     safe_video_path, skips_frame, tracing_masks, tracing_polygon_mask,
 )
+from videos import smooth_frames, write_avi
 
 HEADER = "FileName,EF,ESV,EDV,FrameHeight,FrameWidth,FPS,NumberOfFrames,Split\n"
-
-
-def smooth_frames(t: int, size: int = 112, seed: int = 0) -> np.ndarray:
-    """uint8 (t, size, size): a moving bright disc on a gradient (MJPEG keeps it well)."""
-    yy, xx = np.mgrid[:size, :size].astype(np.float32)
-    out = []
-    for k in range(t):
-        cy, cx = size / 2 + 10 * np.sin(k / 3 + seed), size / 2 + 10 * np.cos(k / 4)
-        disc = ((yy - cy) ** 2 + (xx - cx) ** 2 < (size / 5) ** 2) * 120
-        out.append(np.clip(40 + xx * 0.5 + disc, 0, 255).astype(np.uint8))
-    return np.stack(out)
-
-
-def write_avi(path, frames: np.ndarray, fps: float = 50, fourcc: str = "MJPG") -> None:
-    """Write grey frames (T, H, W) uint8 as a 3-channel AVI."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    h, w = frames.shape[1:]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (w, h))
-    assert writer.isOpened()
-    for f in frames:
-        writer.write(cv2.cvtColor(f, cv2.COLOR_GRAY2BGR))
-    writer.release()
 
 
 def cv2_luma(path) -> np.ndarray:

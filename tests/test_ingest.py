@@ -5,7 +5,6 @@ from __future__ import annotations
 import runpy
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,29 +12,9 @@ import pytest
 from echodfkd.echonet import read_tracings, read_video, tracing_masks
 from echodfkd.ingest import IngestError, ingest_source
 from echodfkd.store import open_frames, partial_path
+from videos import smooth_frames, write_avi
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def smooth_frames(t: int, size: int = 112, seed: int = 0) -> np.ndarray:
-    """uint8 (t, size, size): a moving bright disc on a gradient."""
-    yy, xx = np.mgrid[:size, :size].astype(np.float32)
-    out = []
-    for k in range(t):
-        cy, cx = size / 2 + 10 * np.sin(k / 3 + seed), size / 2 + 10 * np.cos(k / 4)
-        disc = ((yy - cy) ** 2 + (xx - cx) ** 2 < (size / 5) ** 2) * 120
-        out.append(np.clip(40 + xx * 0.5 + disc, 0, 255).astype(np.uint8))
-    return np.stack(out)
-
-
-def write_avi(path: Path, frames: np.ndarray, fps: float = 50) -> None:
-    """Write grey frames (T, H, W) uint8 as a 3-channel MJPG AVI."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    h, w = frames.shape[1:]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))
-    for f in frames:
-        writer.write(cv2.cvtColor(f, cv2.COLOR_GRAY2BGR))
-    writer.release()
 
 
 def tracing_rows(name: str, frame: int, x1: float, x2: float, ys) -> list:
