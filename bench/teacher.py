@@ -67,6 +67,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--unet-width", type=int, default=8,
+                    help="width of the default teacher UNet (params.yaml teacher.width)")
     ap.add_argument("--matmul-n", type=int, default=0, help="0: 2048 on CPU, 8192 on CUDA")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -87,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     print("FLOPs: FlopCounterMode (conv + matmul), a multiply-add = 2 FLOPs\n")
 
     frames = np.random.default_rng(0).integers(0, 256, (args.batch, 112, 112), dtype=np.uint8)
-    models = [("unet w16 d3", "unet", {"width": 16, "depth": 3}),
+    models = [(f"unet w{args.unet_width} d3", "unet", {"width": args.unet_width, "depth": 3}),
               ("deeplabv3_resnet50", "deeplabv3_resnet50", {"num_classes": 1})]
     header = (f"{'model':<20} {'mode':<5} {'weights':>11} {'GFLOP/frame':>11} "
               f"{'fwd fr/s':>9} {'GFLOP/s':>9} {'of mm':>6} {'pipe fr/s':>9}")
