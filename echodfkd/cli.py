@@ -13,3 +13,8 @@ def boolean(text: str) -> bool:
     if value in ("false", "0", "no", "off"):
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def words(args: list[str]) -> list[str]:
+    """Split each argument on whitespace, so that dvc.yaml may pass ``"TRAIN VAL"`` as one word."""
+    return [w for arg in args for w in arg.split()]

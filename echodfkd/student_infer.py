@@ -13,7 +13,6 @@ to ``out`` when complete (``attrs["complete"] = True``).
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,12 +22,9 @@ import torch
 from tqdm import tqdm
 
 from echodfkd.models.convlstm import StudentNet
+from echodfkd.runtime import file_sha256, resolve_device
 from echodfkd.store import commit, init_mask_store, open_frames, partial_path, shard_blocks
 from echodfkd.train import load_student
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 @torch.inference_mode()
@@ -83,10 +79,6 @@ def predict_padded(model: StudentNet, videos: list[np.ndarray], *, chunk: int = 
     return [out[i, :len(v)] for i, v in enumerate(videos)]
 
 
-def file_sha(path: str | os.PathLike) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
-
-
 def infer_store(student: str | os.PathLike, frames: str | os.PathLike, out: str | os.PathLike,
                 *, chunk: int = 64, videos_per_batch: int | None = None,
                 device: torch.device | str | None = None, shard_frames: int = 2048,
@@ -102,7 +94,7 @@ def infer_store(student: str | os.PathLike, frames: str | os.PathLike, out: str 
     ``videos_per_batch`` videos are run together (zero-padded to the longest); default 1 on
     CPU, 8 on CUDA. Frames belonging to no video (none in a valid store) stay 0.
     """
-    device = torch.device(device) if device is not None else default_device()
+    device = resolve_device(device)
     if videos_per_batch is None:
         videos_per_batch = 8 if device.type == "cuda" else 1
     if videos_per_batch < 1:
@@ -118,7 +110,7 @@ def infer_store(student: str | os.PathLike, frames: str | os.PathLike, out: str 
             raise ValueError(f"splits {unknown} not in {frames!r} (it has "
                              f"{sorted(set(fs.index['Split']))})")
     group = init_mask_store(staging, fs, shard_frames=shard_frames, chunk_frames=chunk_frames,
-                            resume=resume, model="student", student_sha=file_sha(student),
+                            resume=resume, model="student", student_sha=file_sha256(student),
                             splits=splits)
     masks = group["masks"]
     done = set(int(b) for b in group.attrs.get("done_blocks", []))

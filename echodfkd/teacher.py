@@ -39,6 +39,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from echodfkd.runtime import file_sha256, resolve_device  # noqa: F401 (re-exported)
 from echodfkd.store import (FRAME_SIZE, FrameStore, MaskStore, commit, init_mask_store,
                             open_frames, open_masks, partial_path, shard_blocks)
 
@@ -99,13 +100,6 @@ def build_model(arch: str, config: Mapping[str, Any]) -> nn.Module:
     if arch not in ARCHS:
         raise ValueError(f"unknown teacher architecture {arch!r}; known: {sorted(ARCHS)}")
     return ARCHS[arch].build(**dict(config))
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None``, ``""`` or ``"auto"``: CUDA when available, else CPU."""
-    if device is None or device in ("", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def amp_dtype(device: torch.device) -> torch.dtype:
@@ -525,14 +519,6 @@ class Member(Protocol):
                       *, batch_size: int, device: str | None, amp: bool) -> np.ndarray: ...
 
 
-def _sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
-
-
 @dataclass
 class ModelMember:
     """A checkpoint run on the frames; loaded once per process (:func:`cached_teacher`)."""
@@ -543,7 +529,7 @@ class ModelMember:
 
     def describe(self) -> dict:
         return {"kind": "model", "path": self.path, "weight": self.weight,
-                "sha256": _sha256(self.path)}
+                "sha256": file_sha256(self.path)}
 
     def predict_block(self, frames, start, stop, videos, *, batch_size, device, amp):
         return cached_teacher(self.path, device, amp=amp).predict_proba(frames, batch_size)

@@ -59,6 +59,7 @@ from tqdm import tqdm
 
 from echodfkd.cost import count_weights
 from echodfkd.models.convlstm import StudentNet
+from echodfkd.runtime import resolve_device
 from echodfkd.store import open_frames, open_masks, write_bytes_atomic
 
 log = logging.getLogger(__name__)
@@ -421,7 +422,7 @@ def train_student(train_sources: Sequence[Source], val_sources: Sequence[Source]
         on_epoch_end: called as ``fn(epoch, row)`` after each epoch's checkpoint is written
             (``row`` = that epoch's history entry); raising from it interrupts training.
     """
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(device)
     L = config.sequence_length
     train = load_videos(train_sources, filter_column=config.filter_column,
                         filter_min=config.filter_min, filter_max=config.filter_max)

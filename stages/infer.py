@@ -7,6 +7,7 @@ import argparse
 
 import torch
 
+from echodfkd.cli import words
 from echodfkd.student_infer import infer_store
 
 
@@ -32,7 +33,7 @@ def main(argv=None) -> None:
     a = parse_args(argv)
     if a.threads > 0:
         torch.set_num_threads(a.threads)
-    splits = None if a.splits is None else [w for arg in a.splits for w in arg.split()]
+    splits = None if a.splits is None else words(a.splits)
     infer_store(a.student, a.frames, a.out, chunk=a.chunk, videos_per_batch=a.videos_per_batch,
                 device=a.device, shard_frames=a.shard_frames, chunk_frames=a.chunk_frames,
                 splits=splits)

@@ -15,17 +15,10 @@ from pathlib import Path
 
 import torch
 
+from echodfkd.cli import boolean, words
 from echodfkd.cost import count_weights, flops_per_frame
 from echodfkd.train import Source, TrainConfig, save_student, train_student
 from echodfkd.store import write_text_atomic
-
-
-def _bool(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def _opt_float(text: str) -> float | None:
@@ -52,12 +45,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     # --steps-per-epoch 0: one pass, ceil(training videos / batch) steps per epoch
     p.add_argument("--batch", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--skip", type=_bool, nargs="?", const=True, default=d.skip,
+    p.add_argument("--skip", type=boolean, nargs="?", const=True, default=d.skip,
                    help="U-Net skip connections (--skip, or --skip true/false)")
-    p.add_argument("--half-resolution", type=_bool, nargs="?", const=True,
+    p.add_argument("--half-resolution", type=boolean, nargs="?", const=True,
                    default=d.half_resolution,
                    help="train at 56x56 (--half-resolution, or --half-resolution true/false)")
-    p.add_argument("--augment", type=_bool, nargs="?", const=True, default=d.augment,
+    p.add_argument("--augment", type=boolean, nargs="?", const=True, default=d.augment,
                    help="random gain/gamma/speckle noise on training clips (true/false)")
     p.add_argument("--short-videos", choices=["skip", "pad"], default=d.short_videos)
     p.add_argument("--filter-column", help="FileList column to filter training videos on "
@@ -68,7 +61,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    "default, all cores; more threads were 5x slower on a busy 2-core machine)")
     a = p.parse_args(argv)
     for name in ("splits", "val_split", "extra_splits"):  # also accept "TRAIN VAL" as one word
-        setattr(a, name, [w for arg in getattr(a, name) for w in arg.split()])
+        setattr(a, name, words(getattr(a, name)))
     return a
 
 
