@@ -37,23 +37,29 @@ def _save(fig, path: str | os.PathLike) -> Path:
     return path
 
 
-def _grid(n: int, ncols: int) -> tuple[int, int]:
-    ncols = max(1, min(ncols, n))
-    return (n + ncols - 1) // ncols, ncols
+def _panel_grid(n: int, ncols: int, panel_width: float, panel_height: float,
+                empty_text: str | None = None):
+    """A figure with room for ``n`` panels in rows of at most ``ncols`` (inches per panel).
+
+    Returns ``(figure, axes)`` with axes flattened; axes beyond ``n`` are switched off and, when
+    ``n`` is 0, the first one shows ``empty_text``.
+    """
+    cols = max(1, min(ncols, n))
+    rows = (max(1, n) + cols - 1) // cols
+    fig = _figure(panel_width * cols, panel_height * rows)
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax in axes[n:]:
+        ax.set_axis_off()
+    if n == 0 and empty_text:
+        axes[0].text(0.5, 0.5, empty_text, ha="center", va="center")
+    return fig, axes
 
 
 def plot_area_curves(path: str | os.PathLike, panels: list[AreaPanel]) -> Path:
     """One panel per video: student (and teacher) area curves in pixels against the frame,
     traced ED/ES frames as green vertical lines, frames found on each curve (seeded at the
     traced frames) as markers (triangle up = ED, down = ES)."""
-    n = max(1, len(panels))
-    rows, cols = _grid(n, 2)
-    fig = _figure(6 * cols, 3 * rows)
-    axes = fig.subplots(rows, cols, squeeze=False).ravel()
-    for ax in axes[len(panels):]:
-        ax.set_axis_off()
-    if not panels:
-        axes[0].text(0.5, 0.5, "no scorable video", ha="center", va="center")
+    fig, axes = _panel_grid(len(panels), 2, 6, 3, "no scorable video")
     for ax, p in zip(axes, panels):
         t = np.arange(p.student.size)
         curves = [("student", p.student, p.student_found, STUDENT_COLOR)]
@@ -78,10 +84,7 @@ def plot_area_curves(path: str | os.PathLike, panels: list[AreaPanel]) -> Path:
 
 def plot_overlays(path: str | os.PathLike, panels: list[OverlayPanel], ncols: int = 4) -> Path:
     """Montage of traced frames with contours: tracing green, student blue, teacher orange."""
-    n = max(1, len(panels))
-    rows, cols = _grid(n, ncols)
-    fig = _figure(2.6 * cols, 2.8 * rows)
-    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    fig, axes = _panel_grid(len(panels), ncols, 2.6, 2.8)
     for ax in axes:
         ax.set_axis_off()
     for ax, p in zip(axes, panels):
@@ -144,13 +147,7 @@ def plot_reference_agreement(path: str | os.PathLike, df: pd.DataFrame,
     """Human-referenced score (x) against model-referenced score (y) across students, one
     panel per (human_column, model_column) pair, each titled with Spearman's rho."""
     pairs = [(h, m) for h, m in pairs if h in df and m in df]
-    rows, cols = _grid(max(1, len(pairs)), 2)
-    fig = _figure(5 * cols, 4 * rows)
-    axes = fig.subplots(rows, cols, squeeze=False).ravel()
-    for ax in axes[len(pairs):]:
-        ax.set_axis_off()
-    if not pairs:
-        axes[0].text(0.5, 0.5, "no score pairs available", ha="center", va="center")
+    fig, axes = _panel_grid(len(pairs), 2, 5, 4, "no score pairs available")
     for ax, (h, m) in zip(axes, pairs):
         rho = M.spearman_rho(df[h], df[m])
         ax.scatter(df[h], df[m], color=STUDENT_COLOR)
