@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--frames", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--shard-frames", type=int, default=2048)
-    ap.add_argument("--chunk-frames", type=int, default=64)
+    ap.add_argument("--chunk-frames", type=int, default=128)
     args = ap.parse_args(argv)
     cv2.setNumThreads(1)
     work = Path(tempfile.mkdtemp(prefix="bench_ingest_"))

@@ -80,9 +80,27 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     write_bytes_atomic(path, text.encode())
 
 
+def frame_compressor() -> zarr.codecs.BloscCodec:
+    """Codec of the ``frames`` arrays (grey echo images): Blosc-LZ4 level 5.
+
+    On echo frames it stores 0.70 of the raw bytes against zstd-1's 0.63, but encodes
+    ~3x and decodes ~5x faster: ingest keeps pace with decoding and every later read
+    (training, inference) is cheaper. Blosc is a core Zarr v3 codec.
+    """
+    return zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="noshuffle", typesize=1)
+
+
+def mask_compressor() -> zarr.codecs.ZstdCodec:
+    """Codec of mask arrays (0/1 masks, soft masks): zstd level 1, which stores soft masks
+    in 0.21 of their bytes (LZ4: 0.35) and binary masks in 0.01 (LZ4: 0.04)."""
+    return zarr.codecs.ZstdCodec(level=1)
+
+
 def create_frame_array(group: zarr.Group, name: str, n_frames: int, *,
-                       shard_frames: int = 2048, chunk_frames: int = 64) -> zarr.Array:
-    """Create a uint8 (n_frames, 112, 112) array sharded along the frame axis."""
+                       shard_frames: int = 2048, chunk_frames: int = 64,
+                       compressor: zarr.abc.codec.BytesBytesCodec | None = None) -> zarr.Array:
+    """Create a uint8 (n_frames, 112, 112) array sharded along the frame axis, compressed
+    with ``compressor`` (default :func:`mask_compressor`)."""
     if n_frames < 0:
         raise ValueError(f"n_frames must be >= 0, got {n_frames}")
     chunk = max(1, min(chunk_frames, shard_frames))
@@ -90,8 +108,7 @@ def create_frame_array(group: zarr.Group, name: str, n_frames: int, *,
     return group.create_array(
         name, shape=(n_frames, FRAME_SIZE, FRAME_SIZE), dtype="uint8",
         chunks=(chunk, FRAME_SIZE, FRAME_SIZE), shards=(shard, FRAME_SIZE, FRAME_SIZE),
-        # zstd level 1: as small as zarr's default (level 3) on echo frames, twice as fast.
-        compressors=(zarr.codecs.ZstdCodec(level=1),),
+        compressors=(compressor if compressor is not None else mask_compressor(),),
         fill_value=0, overwrite=True,
     )
 
@@ -167,7 +184,7 @@ def open_frames(path: str | os.PathLike) -> FrameStore:
 
 def init_frame_store(path: str | os.PathLike, index: pd.DataFrame, n_traced: int, *,
                      with_gt: bool, shard_frames: int = 2048,
-                     chunk_frames: int = 64) -> zarr.Group:
+                     chunk_frames: int = 128) -> zarr.Group:
     """Create an empty frame store at ``path`` (normally a ``.partial`` staging path).
 
     ``index`` must hold ``INDEX_COLUMNS``; its ``stop`` column gives the total frame count.
@@ -179,7 +196,8 @@ def init_frame_store(path: str | os.PathLike, index: pd.DataFrame, n_traced: int
     if Path(path).exists():
         shutil.rmtree(path)
     group = zarr.open_group(str(path), mode="w")
-    create_frame_array(group, "frames", n, shard_frames=shard_frames, chunk_frames=chunk_frames)
+    create_frame_array(group, "frames", n, shard_frames=shard_frames, chunk_frames=chunk_frames,
+                       compressor=frame_compressor())
     if with_gt:
         create_frame_array(group, "gt_masks", n, shard_frames=shard_frames,
                            chunk_frames=chunk_frames)

@@ -7,7 +7,7 @@ Data flow:
    (112x112), 2 x 12.5 kB per frame. The phantom (100 + 20 synthetic videos x 64 frames) needs
    ~190 MB. For EchoNet-Synthetic at full size (10k videos, ~1.9M frames) that would be ~48 GB:
    there, either keep half-resolution uint8 copies (~12 GB), or replace the RAM arrays by a
-   reader that fetches each clip's Zarr chunks (64 frames) in background workers; the sampler
+   reader that fetches each clip's Zarr chunks (128 frames) in background workers; the sampler
    and training loop only need ``ClipSet``'s ``frames[idx]`` / ``masks[idx]`` indexing.
 2. Training clips are ``sequence_length`` consecutive frames of one video: the video is drawn
    uniformly among the training videos and the start uniformly in ``[0, length - L]``, from a

@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-bad-fraction", type=float, default=0.05,
                     help="fail when more than this fraction of FileList rows is bad")
     ap.add_argument("--shard-frames", type=int, default=2048)
-    ap.add_argument("--chunk-frames", type=int, default=64)
+    ap.add_argument("--chunk-frames", type=int, default=128)
     ap.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     args = ap.parse_args(argv)
     try:
