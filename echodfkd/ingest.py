@@ -6,6 +6,13 @@ The driver receives the decoded videos in FileList order, appends them to shard-
 buffers and writes each shard exactly once, whole, in order: no two writers ever touch the
 same shard, memory stays bounded (in-flight batches plus at most three shard buffers per
 array) and the store is byte-identical for identical inputs.
+
+Speed: OpenCV releases the GIL on every call (twice per decoded frame), so the decoding
+threads lose time to any GIL-holding Python elsewhere in the process. The driver therefore
+keeps its per-video work small (dict lookups, one copy into the shard buffer), the task
+graphs are built directly, and the frames codec is the cheap Blosc-LZ4
+(``echodfkd.store.frame_compressor``). ``bench/ingest.py`` measures the result against
+plain cv2 decoding.
 """
 
 from __future__ import annotations
