@@ -86,19 +86,44 @@ def test_point_record_roundtrip(tmp_path):
         pareto.load_points(tmp_path / "p")
 
 
-def test_pareto_report_stage(tmp_path):
-    pts = tmp_path / "points"
-    for r in rows():
-        pareto.write_point(pts / f"{r['name']}.json", r)
-    (tmp_path / "metrics.json").write_text(json.dumps(
-        {"teacher_dice": 0.92, "teacher_weights": 39_600_000, "teacher_flops": 7.8e9}))
+def test_grid_names_and_named_points(tmp_path):
+    assert pareto.grid_names([3, 4], [1], [3, 4]) == ["b3-l1-h3", "b3-l1-h4", "b4-l1-h3",
+                                                      "b4-l1-h4"]
+    for n in ("b1-l1-h4", "old"):
+        pareto.write_point(tmp_path / f"{n}.json", {"name": n})
+    assert [r["name"] for r in pareto.load_points(tmp_path, ["b1-l1-h4"])] == ["b1-l1-h4"]
+    with pytest.raises(FileNotFoundError, match="b2-l1-h4.json"):
+        pareto.load_points(tmp_path, ["b1-l1-h4", "b2-l1-h4"])
+
+
+def _run_report(tmp_path, grid: list[str]):
     main = runpy.run_path(str(ROOT / "stages" / "pareto_report.py"))["main"]
-    main(["--points", str(pts), "--teacher-metrics", str(tmp_path / "metrics.json"),
+    main(["--points", str(tmp_path / "points"), *grid,
+          "--teacher-metrics", str(tmp_path / "metrics.json"),
           "--csv", str(tmp_path / "pareto.csv"), "--plot", str(tmp_path / "pareto.png"),
           "--agreement-plot", str(tmp_path / "af.png"), "--summary", str(tmp_path / "s.json")])
+
+
+def test_pareto_report_stage(tmp_path, capsys):
+    # The five rows() points as a grid b{1,2} x l{1,2} x h4 (b1-l2-h4 made up from b1-l1-h4)
+    # plus the main student; a point left behind by an older, larger grid must be ignored.
+    pts = tmp_path / "points"
+    names = {"b1_l1_h4": ["b1-l1-h4", "b1-l2-h4"], "b2_l1_h4": ["b2-l1-h4"],
+             "b2_l2_h4": ["b2-l2-h4"], "b3_l3_h12": ["student"], "b4_l4_h12": ["b9-l9-h9"]}
+    for r in rows():
+        for i, n in enumerate(names[r["name"]]):
+            pareto.write_point(pts / f"{n}.json", dict(r, name=n, weights=r["weights"] + i))
+    (tmp_path / "metrics.json").write_text(json.dumps(
+        {"teacher_dice": 0.92, "teacher_weights": 39_600_000, "teacher_flops": 7.8e9}))
+    grid = ["--blocks", "1", "2", "--layers_per_block", "1", "2", "--hidden", "4"]
+    _run_report(tmp_path, grid)
+    assert "ignoring ['b9-l9-h9']" in capsys.readouterr().out
     df = pd.read_csv(tmp_path / "pareto.csv")
-    assert len(df) == 5 and df["pareto_weights"].sum() == 3 and "source" not in df
+    assert sorted(df["name"]) == ["b1-l1-h4", "b1-l2-h4", "b2-l1-h4", "b2-l2-h4", "student"]
+    assert df["pareto_weights"].sum() == 3 and "source" not in df
     for png in ("pareto.png", "af.png"):
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
     s = json.loads((tmp_path / "s.json").read_text())
     assert s["best_dice"] == 0.9 and s["teacher_dice"] == 0.92
+    with pytest.raises(FileNotFoundError, match="b3-l1-h4.json"):
+        _run_report(tmp_path, ["--blocks", "1", "3", "--layers_per_block", "1", "--hidden", "4"])
