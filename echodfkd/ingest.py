@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
-import dask
 import dask.threaded
 import numpy as np
 import pandas as pd

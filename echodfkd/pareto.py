@@ -57,21 +57,17 @@ def grid_names(blocks: list[int], layers_per_block: list[int], hidden: list[int]
     return [f"b{b}-l{l}-h{h}" for b in blocks for l in layers_per_block for h in hidden]
 
 
-def load_points(directory: str | os.PathLike, names: list[str] | None = None) -> list[dict]:
-    """Read grid points from ``directory``: ``<name>.json`` for each of ``names`` (all must
-    exist), or every ``*.json`` (sorted by file name) when ``names`` is None. Each dict gets
-    ``source`` (its file)."""
+def load_points(directory: str | os.PathLike, names: list[str]) -> list[dict]:
+    """Read ``<name>.json`` from ``directory`` for each of ``names`` (all must exist), in that
+    order; each dict gets ``source`` (its file)."""
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"points directory {str(directory)!r} does not exist")
-    if names is None:
-        files = sorted(directory.glob("*.json"))
-    else:
-        files = [directory / f"{n}.json" for n in names]
-        missing = [str(f) for f in files if not f.is_file()]
-        if missing:
-            raise FileNotFoundError(f"grid points {missing} do not exist: run their stages "
-                                    f"(dvc repro) or remove them from the grid")
+    files = [directory / f"{n}.json" for n in names]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise FileNotFoundError(f"grid points {missing} do not exist: run their stages "
+                                f"(dvc repro) or remove them from the grid")
     rows = []
     for f in files:
         try:

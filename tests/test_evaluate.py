@@ -57,6 +57,15 @@ def write_masks(path, frames, masks: np.ndarray, **attrs):
     return store.open_masks(path, frames)
 
 
+def student_and_gt_teacher(source, tmp_path, student_masks: np.ndarray | None = None):
+    """Mask stores (student, teacher): the student's ``student_masks`` (default: the ground
+    truth) and a teacher that is the ground truth."""
+    gt = np.asarray(source.gt_masks[:]) * 255
+    student = gt if student_masks is None else student_masks
+    return (write_masks(tmp_path / "s.zarr", source, student),
+            write_masks(tmp_path / "t.zarr", source, gt))
+
+
 def area_ef(amp):
     r = radii([16, 24], amp)
     return M.ef_from_areas(disk(r[0]).sum(), disk(r[1]).sum())
@@ -87,9 +96,7 @@ def shifted(frames, lag: int) -> np.ndarray:
 
 
 def test_perfect_prediction(source, tmp_path):
-    gt = np.asarray(source.gt_masks[:]) * 255
-    pred = write_masks(tmp_path / "s.zarr", source, gt)
-    teacher = write_masks(tmp_path / "t.zarr", source, gt)
+    pred, teacher = student_and_gt_teacher(source, tmp_path)
     df, s = E.evaluate_source(source, pred, teacher=teacher, split="TEST", threshold=0.5,
                               progress=False)
     assert list(df["FileName"]) == ["a", "b", "c", "d"]
@@ -106,9 +113,7 @@ def test_perfect_prediction(source, tmp_path):
 
 
 def test_shifted_prediction_known_values(source, tmp_path):
-    gt = np.asarray(source.gt_masks[:]) * 255
-    pred = write_masks(tmp_path / "s.zarr", source, shifted(source, 2))
-    teacher = write_masks(tmp_path / "t.zarr", source, gt)
+    pred, teacher = student_and_gt_teacher(source, tmp_path, shifted(source, 2))
     df, s = E.evaluate_source(source, pred, teacher=teacher, split="TEST", threshold=0.5,
                               progress=False)
     a = df.set_index("FileName").loc["a"]
@@ -208,9 +213,7 @@ def test_evaluate_agreement(source, tmp_path):
 
 
 def test_merge_and_json_ready(source, tmp_path):
-    gt = np.asarray(source.gt_masks[:]) * 255
-    pred = write_masks(tmp_path / "s.zarr", source, shifted(source, 1))
-    teacher = write_masks(tmp_path / "t.zarr", source, gt)
+    pred, teacher = student_and_gt_teacher(source, tmp_path, shifted(source, 1))
     sdf, _ = E.evaluate_source(source, pred, teacher=teacher, split="TEST", threshold=0.5,
                                progress=False)
     tdf, ts = E.evaluate_source(source, teacher, teacher=None, split="TEST", threshold=0.5,
@@ -224,9 +227,8 @@ def test_merge_and_json_ready(source, tmp_path):
 
 
 def test_panels_and_curve_table(source, tmp_path):
-    gt = np.asarray(source.gt_masks[:]) * 255
-    pred = write_masks(tmp_path / "s.zarr", source, shifted(source, 2))
-    teacher = write_masks(tmp_path / "t.zarr", source, gt)
+    pred, teacher = student_and_gt_teacher(source, tmp_path, shifted(source, 2))
+    gt = np.asarray(teacher.masks[:])
     panels = E.area_panels(source, pred, teacher=teacher, split="TEST", threshold=0.5,
                            n_videos=5)
     assert [p.name for p in panels] == ["a", "b"]          # only scorable videos

@@ -79,11 +79,11 @@ def test_point_record_roundtrip(tmp_path):
                                        "unrelated": 3}, agreement_synthetic_test=0.8)
     assert rec["ef_r"] is None and "unrelated" not in rec and rec["weights"] == 1000
     pareto.write_point(tmp_path / "p" / "b1_l1_h4.json", rec)
-    loaded = pareto.load_points(tmp_path / "p")
+    loaded = pareto.load_points(tmp_path / "p", ["b1_l1_h4"])
     assert loaded[0]["dice"] == 0.7 and loaded[0]["source"].endswith("b1_l1_h4.json")
     (tmp_path / "p" / "broken.json").write_text("{")
     with pytest.raises(ValueError, match="broken.json"):
-        pareto.load_points(tmp_path / "p")
+        pareto.load_points(tmp_path / "p", ["b1_l1_h4", "broken"])
 
 
 def test_grid_names_and_named_points(tmp_path):
