@@ -28,7 +28,9 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from echodfkd.teacher import ARCHS, TeacherModel, amp_dtype, build_model, resolve_device
+from echodfkd.runtime import resolve_device
+from echodfkd.teacher.archs import ARCHS, amp_dtype, build_model
+from echodfkd.teacher.model import TeacherModel
 
 
 def _sync(dev: torch.device) -> None:

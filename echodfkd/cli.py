@@ -32,5 +32,6 @@ def run(main: Callable[[list[str] | None], object], argv: list[str] | None = Non
     try:
         main(argv)
     except (InputError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        text = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+        print(f"error: {text}", file=sys.stderr)
         raise SystemExit(1) from None

@@ -1,6 +1,6 @@
 """Echo phantom: apical-4-chamber-like videos in the EchoNet layouts, with exact ground truth.
 
-The project cannot download real echo data, so it generates its own (design.md §5). A set is
+The project cannot download real echo data, so it generates its own (docs/design.md §5). A set is
 written in the EchoNet-Dynamic layout (``style="real"``) or the EchoNet-Synthetic layout
 (``style="synthetic"``)::
 
@@ -23,7 +23,7 @@ profile (possibly with a hypokinetic segment). Its volume is computed by the met
 (circular discs of diameter wl + wr); the ES length and width are chosen so that ESV/EDV is
 exactly 1 - EF/100.
 
-Difficulty (design.md §5): a teacher fitted on the traced frames must not find the boundary
+Difficulty (docs/design.md §5): a teacher fitted on the traced frames must not find the boundary
 trivially. What makes it ambiguous here: trabeculae inside the cavity contour that echo like
 the wall, wall thickness varying along the wall, lateral / apical / septal dropout, apex
 clutter, a per-video image quality (hazy blood, noise, wider PSF), lateral resolution falling

@@ -22,3 +22,16 @@ def file_sha256(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 22), b""):
             h.update(chunk)
     return h.hexdigest()[:16]
+
+
+def teacher_batch(requested: int, device: str | torch.device | None) -> int:
+    """Frames per teacher forward pass: ``requested`` when > 0; 0 chooses for the device:
+    64 on the CPU (larger batches gain nothing there), on CUDA 32 frames per GiB of GPU memory
+    (a conservative estimate, not yet measured on a GPU here), at most 1024."""
+    if requested > 0:
+        return requested
+    dev = resolve_device(device)
+    if dev.type != "cuda":
+        return 64
+    gib = torch.cuda.get_device_properties(dev).total_memory / 2**30
+    return int(min(1024, max(16, 32 * gib)))

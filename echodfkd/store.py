@@ -38,6 +38,8 @@ import numpy as np
 import pandas as pd
 import zarr
 
+from echodfkd.errors import InputError
+
 FRAME_SIZE = 112
 INDEX_COLUMNS = [
     "FileName", "Split", "start", "stop", "FPS", "EF", "ESV", "EDV",
@@ -176,7 +178,8 @@ def open_frames(path: str | os.PathLike) -> FrameStore:
     attrs = group.attrs.asdict()
     for key in ("videos", "traced", "fingerprint"):
         if key not in attrs:
-            raise ValueError(f"{path!r} is not a complete frame store: attribute {key!r} missing")
+            raise InputError(f"{path!r} is not a complete frame store (attribute {key!r} "
+                             "missing): rerun the ingest stage")
     index = _frame(attrs["videos"], INDEX_COLUMNS)
     traced = _frame(attrs["traced"], TRACED_COLUMNS)
     return FrameStore(path=path, group=group, index=index, traced=traced)
@@ -206,13 +209,35 @@ def init_frame_store(path: str | os.PathLike, index: pd.DataFrame, n_traced: int
     return group
 
 
+def content_sha(array: zarr.Array, block_frames: int | None = None) -> str:
+    """SHA-256 (16 hex) of an array's decoded bytes, read one shard (or chunk) at a time, so
+    memory stays bounded. Frames decode fast (Blosc-LZ4): about 1 s per 100k frames on one
+    core, small beside decoding the videos."""
+    if block_frames is None:
+        block_frames = int((array.shards or array.chunks)[0])
+    h = hashlib.sha256()
+    for start, stop in shard_blocks(int(array.shape[0]), max(1, block_frames)):
+        h.update(np.ascontiguousarray(array[start:stop]).data)
+    return h.hexdigest()[:16]
+
+
 def finish_frame_store(group: zarr.Group, index: pd.DataFrame, traced: pd.DataFrame,
                        **extra_attrs) -> None:
-    """Write the index attributes; call last, once every array is filled."""
+    """Write the index attributes; call last, once every array is filled.
+
+    ``attrs["fingerprint"]`` identifies the frames by layout *and content*: the hash of the
+    index fingerprint (file names, frame ranges) and of the frames' bytes
+    (:func:`content_sha`). Mask stores record the fingerprint of the frames they were made for,
+    so a re-ingested video with the same length but other pixels invalidates them (and stops a
+    resumed teacher inference from keeping masks of the old frames).
+    """
+    content = content_sha(group["frames"])
+    key = f"{fingerprint(index)}|{content}"
     group.attrs.update({
         "videos": _records(index[INDEX_COLUMNS]),
         "traced": _records(traced[TRACED_COLUMNS]),
-        "fingerprint": fingerprint(index),
+        "fingerprint": hashlib.sha256(key.encode()).hexdigest()[:16],
+        "content_sha": content,
         **extra_attrs,
     })
 
@@ -233,6 +258,35 @@ class MaskStore:
         return self.group.attrs.asdict()
 
 
+def write_uncovered_masks(path: str | os.PathLike, frames: FrameStore, reason: str) -> None:
+    """Write, atomically, a mask store that holds no masks: a record that the teacher does not
+    label ``frames``'s source (an evaluation-only source), with the ``reason``. Stages that
+    depend on a source's teacher masks read it with :func:`teacher_covers` and leave
+    teacher-referenced results out instead of failing or reading a store left by an older
+    configuration."""
+    staging = partial_path(path)
+    if staging.exists():
+        shutil.rmtree(staging)
+    group = zarr.open_group(str(staging), mode="w")
+    group.attrs.update({"complete": True, "covered": False, "reason": reason,
+                        "source_fingerprint": frames.fingerprint})
+    commit(staging, path)
+
+
+def teacher_covers(path: str | os.PathLike) -> bool:
+    """Whether the mask store at ``path`` holds masks (False for :func:`write_uncovered_masks`'
+    records); a missing or incomplete store is an error naming the path."""
+    path = str(path)
+    if not Path(path).exists():
+        raise FileNotFoundError(f"mask store {path!r} does not exist: run the stage that "
+                                "writes it")
+    attrs = zarr.open_group(path, mode="r").attrs.asdict()
+    if "complete" not in attrs:
+        raise InputError(f"mask store {path!r} is incomplete (interrupted write): rerun the "
+                         "stage that writes it")
+    return bool(attrs.get("covered", True))
+
+
 def open_masks(path: str | os.PathLike, frames: FrameStore | None = None) -> MaskStore:
     """Open a mask store; with ``frames``, check it is aligned with that frame store."""
     path = str(path)
@@ -241,14 +295,18 @@ def open_masks(path: str | os.PathLike, frames: FrameStore | None = None) -> Mas
     group = zarr.open_group(path, mode="r")
     store = MaskStore(path=path, group=group)
     if "complete" not in store.attrs:
-        raise ValueError(f"mask store {path!r} is incomplete (interrupted write)")
+        raise InputError(f"mask store {path!r} is incomplete (interrupted write): rerun the "
+                         "stage that writes it")
+    if not store.attrs.get("covered", True):
+        raise InputError(f"{path!r} holds no masks: {store.attrs.get('reason', '')}")
     if frames is not None:
         n, m = frames.frames.shape[0], store.masks.shape[0]
         if n != m:
-            raise ValueError(f"mask store {path!r} has {m} frames but {frames.path!r} has {n}")
+            raise InputError(f"mask store {path!r} has {m} frames but {frames.path!r} has {n}: "
+                             "rerun the stage that wrote it")
         fp = store.attrs.get("source_fingerprint")
         if fp != frames.fingerprint:
-            raise ValueError(
+            raise InputError(
                 f"mask store {path!r} was made for frames {fp!r}, not for {frames.path!r} "
                 f"({frames.fingerprint!r}): rerun the stage that wrote it")
     return store

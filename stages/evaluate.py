@@ -1,105 +1,83 @@
-"""Evaluate student (and teacher) masks: ED/ES Dice, aFD, EF, teacher agreement, plots.
+"""Evaluate one student on one source: Dice at ED/ES, aFD, EF (volumes and areas), teacher
+agreement, annotation-free scores, the teacher's own scores, plots and its Pareto record.
 
-Full report:  --metrics/--per-video/--plots/--curves-csv.  Grid point:  --point with the
-architecture (--name/--blocks/--layers-per-block/--hidden, or the same keys in --student-cost).
+Writes into --out (replaced as a whole): metrics.json, per_video.csv, area_curves.csv,
+point.json, plots/area_curves.png, plots/overlays.png (echodfkd.evaluate.write_report).
+Teacher masks are read only for sources the teacher labels (their teacher mask store holds
+masks, see store.teacher_covers); other sources are evaluation-only (human-referenced scores
+only; the log says what is left out and why).
 """
 
 import argparse
-import json
-import shutil
+import logging
 from pathlib import Path
 
 from echodfkd import evaluate as E
-from echodfkd import pareto, plots
-from echodfkd.store import commit, open_frames, open_masks, partial_path, write_text_atomic
+from echodfkd import pareto
+from echodfkd.cli import run
+from echodfkd.store import open_frames, teacher_covers
 
-TEACHER_KEYS = ("dice_ed", "dice_es", "dice", "afd_ed", "afd_es", "afd", "ef_r", "ef_mae")
-
-
-def _cost(path):
-    return json.loads(Path(path).read_text()) if path else {}
+log = logging.getLogger("evaluate")
 
 
-def _source(path, split):
-    return f"{Path(path).name.removesuffix('.zarr')}_{split.lower()}"
+def store(folder: str, source: str) -> Path:
+    """``<folder>/<source>.zarr``: where every stage keeps a source's frames or masks."""
+    return Path(folder) / f"{source}.zarr"
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--frames", required=True)
-    ap.add_argument("--pred", required=True)
-    ap.add_argument("--teacher-masks")
-    ap.add_argument("--split", default="TEST")
-    ap.add_argument("--threshold", type=float, default=0.5)
-    ap.add_argument("--agreement-frames")
-    ap.add_argument("--agreement-pred")
-    ap.add_argument("--agreement-teacher")
-    ap.add_argument("--agreement-split", default="TEST")
-    ap.add_argument("--student-cost")
-    ap.add_argument("--teacher-cost")
-    ap.add_argument("--metrics")
-    ap.add_argument("--per-video")
-    ap.add_argument("--plots")
-    ap.add_argument("--curves-csv")
-    ap.add_argument("--n-examples", type=int, default=4)
-    ap.add_argument("--point")
-    ap.add_argument("--name")
-    for k in pareto.ARCH:
-        ap.add_argument("--" + k.replace("_", "-"), type=int)
+    for opt in ("--name", "--source", "--split", "--agreement-source", "--agreement-split",
+                "--frames-dir", "--pred-dir", "--teacher-dir", "--student-cost",
+                "--teacher-cost", "--out"):
+        ap.add_argument(opt, required=True)
+    ap.add_argument("--threshold", type=float, required=True)
+    ap.add_argument("--n-examples", type=int, required=True)
     a = ap.parse_args(argv)
-    group = (a.agreement_frames, a.agreement_pred, a.agreement_teacher)
-    if any(group) and not all(group):
-        ap.error("--agreement-frames, --agreement-pred and --agreement-teacher go together")
+    covered = [s for s in dict.fromkeys((a.source, a.agreement_source))
+               if teacher_covers(store(a.teacher_dir, s))]
 
-    frames = open_frames(a.frames)
-    pred = open_masks(a.pred, frames)
-    teacher = open_masks(a.teacher_masks, frames) if a.teacher_masks else None
-    df, summary = E.evaluate_source(frames, pred, teacher=teacher, split=a.split,
-                                    threshold=a.threshold)
-    scores = {k: v for k, v in summary.items() if k != "agreement"}
-    if "agreement" in summary:
-        scores[f"agreement_{_source(a.frames, a.split)}"] = summary["agreement"]
-    if a.agreement_frames:
-        af = open_frames(a.agreement_frames)
-        _, s = E.evaluate_agreement(af, open_masks(a.agreement_pred, af),
-                                    open_masks(a.agreement_teacher, af), a.agreement_split,
-                                    a.threshold)
-        scores[f"agreement_{_source(a.agreement_frames, a.agreement_split)}"] = s["agreement"]
-    cost = _cost(a.student_cost)
-    if a.point:
-        arch = {k: getattr(a, k) if getattr(a, k) is not None else cost.get(k)
-                for k in pareto.ARCH}
-        if a.name is None or None in arch.values() or "weights" not in cost:
-            ap.error("--point needs --name, the architecture and --student-cost")
-        extra = {k: v for k, v in scores.items() if k.startswith("agreement_")}
-        pareto.write_point(a.point, pareto.point_record(
-            a.name, **arch, weights=cost["weights"], flops=cost["flops"], summary=summary,
-            **extra))
-    if not (a.metrics or a.per_video or a.plots or a.curves_csv):
-        return
-    if teacher is not None:
-        tdf, tsum = E.evaluate_source(frames, teacher, teacher=None, split=a.split,
-                                      threshold=a.threshold)
-        scores.update(E.prefixed(tsum, "teacher_", TEACHER_KEYS))
-        df = E.merge_per_video(df, tdf)
-    tcost = _cost(a.teacher_cost)
-    scores.update({k: cost.get(k) for k in ("weights", "flops") if k in cost})
-    scores.update({"teacher_" + k: tcost.get(k) for k in ("weights", "flops") if k in tcost})
-    if a.metrics:
-        write_text_atomic(a.metrics, json.dumps(E.json_ready(scores), indent=2) + "\n")
-    if a.per_video:
-        write_text_atomic(a.per_video, df.to_csv(index=False))
-    kw = dict(teacher=teacher, split=a.split, threshold=a.threshold, n_videos=a.n_examples)
-    panels = E.area_panels(frames, pred, **kw)
-    if a.curves_csv:
-        write_text_atomic(a.curves_csv, E.area_curves_table(panels).to_csv(index=False))
-    if a.plots:
-        tmp = partial_path(a.plots)
-        shutil.rmtree(tmp, ignore_errors=True)
-        plots.plot_area_curves(tmp / "area_curves.png", panels)
-        plots.plot_overlays(tmp / "overlays.png", E.overlay_panels(frames, pred, **kw))
-        commit(tmp, a.plots)
+    frames = open_frames(store(a.frames_dir, a.source))
+    pred = E.open_aligned(store(a.pred_dir, a.source), frames)
+    teacher = None
+    if a.source in covered:
+        teacher = E.open_aligned(store(a.teacher_dir, a.source), frames)
+    else:
+        log.info("source %r is not labelled by the teacher (labelled: %s): no teacher masks, "
+                 "so teacher_*, "
+                 "*_teacher, *_teacher_ref and agreement_%s are not reported (human-referenced "
+                 "scores are)", a.source, covered, E.source_key(a.source, a.split))
+    agreement = None
+    if a.agreement_source in covered:
+        af = open_frames(store(a.frames_dir, a.agreement_source))
+        agreement = E.AgreementSet(
+            a.agreement_source, a.agreement_split, af,
+            E.open_aligned(store(a.pred_dir, a.agreement_source), af),
+            E.open_aligned(store(a.teacher_dir, a.agreement_source), af))
+    else:
+        log.info("agreement source %r is not labelled by the teacher (labelled: %s): "
+                 "agreement_%s is not "
+                 "reported", a.agreement_source, covered,
+                 E.source_key(a.agreement_source, a.agreement_split))
+    student_cost = E.load_cost(a.student_cost, E.COST_KEYS + pareto.ARCH)
+    teacher_cost = None
+    if Path(a.teacher_cost).is_file():
+        teacher_cost = E.load_cost(a.teacher_cost, E.COST_KEYS)
+    elif teacher is not None:
+        log.info("teacher cost file %s does not exist (a teacher given as outputs only): "
+                 "teacher_weights and teacher_flops are not reported", a.teacher_cost)
+
+    report = E.report_student(a.name, frames, pred, source=a.source, split=a.split,
+                              teacher=teacher, agreement=agreement, student_cost=student_cost,
+                              teacher_cost=teacher_cost, threshold=a.threshold,
+                              n_examples=a.n_examples)
+    for key in report.undefined:
+        log.info("%s is undefined on %s %s (too few videos with a value, or a constant "
+                 "series): not reported", key, a.source, a.split)
+    E.write_report(a.out, report)
+    log.info("%s: dice %.4f, ef_r %s -> %s", a.name, report.metrics["dice"],
+             report.metrics.get("ef_r", "undefined"), a.out)
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -1,13 +1,14 @@
 """Stage phantom: generate one phantom set in an EchoNet layout and its preview montage.
 
     python stages/phantom.py --out data/raw/real --preview reports/phantom/real.png \
-        --style real --seed 11 --train 120 --val 20 --test 40 --frames 64 [--extra 0]
+        --style real --seed 11 --train 120 --val 20 --test 40 --frames 64 --extra 0
 """
 
 from __future__ import annotations
 
 import argparse
 
+from echodfkd.cli import run
 from echodfkd.phantom import STYLES, generate_set, render_preview
 
 
@@ -20,7 +21,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--train", type=int, required=True, help="TRAIN videos")
     ap.add_argument("--val", type=int, required=True, help="VAL videos")
     ap.add_argument("--test", type=int, required=True, help="TEST videos")
-    ap.add_argument("--extra", type=int, default=0, help="EXTRA videos (synthetic style only)")
+    ap.add_argument("--extra", type=int, required=True, help="EXTRA videos (synthetic style only)")
     ap.add_argument("--frames", type=int, required=True, help="frames per video")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
@@ -33,4 +34,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -1,18 +1,27 @@
 """Teacher inference stage: run the (fused) teacher over every frame of a source.
 
     python stages/teacher_infer.py --teacher models/teacher --frames data/frames/<src>.zarr \
-        --out data/teacher/<src>.zarr --batch 64 --amp true --scheduler ""
+        --out data/teacher/<src>.zarr --batch 64 --amp true --scheduler "" --workers 1 \
+        --device auto --covered true
+
+With ``--covered false`` (``sources.<src>.teacher: false``: an evaluation-only source) it writes
+a mask store holding no masks, only that record, so that later stages leave the teacher-
+referenced results of that source out (they never read a store left by another configuration).
 
 Writes the mask store ``--out`` (uint8 masks = p * 255, aligned with the frames) atomically;
-an interrupted run resumes from ``<out>.partial``, skipping finished blocks.
+an interrupted run resumes from ``<out>.partial``, skipping finished blocks, when its inputs
+(frames, teacher members, imported output files) are unchanged.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from echodfkd.cli import boolean
-from echodfkd.teacher import infer_teacher, load_members
+from echodfkd.cli import boolean, run
+from echodfkd.runtime import teacher_batch
+from echodfkd.store import open_frames, write_uncovered_masks
+from echodfkd.teacher.infer import infer_teacher
+from echodfkd.teacher.members import load_members
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -20,21 +29,27 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--teacher", required=True, help="teacher directory (teacher stage)")
     ap.add_argument("--frames", required=True, help="frame store of the source")
     ap.add_argument("--out", required=True, help="mask store to write")
-    ap.add_argument("--batch", type=int, default=64, help="frames per forward pass")
-    ap.add_argument("--amp", type=boolean, default=False,
+    ap.add_argument("--batch", type=int, required=True,
+                    help="frames per forward pass; 0: chosen for the device")
+    ap.add_argument("--amp", type=boolean, required=True,
                     help="true: bf16/fp16 autocast on CUDA (no effect on the CPU)")
-    ap.add_argument("--scheduler", default="",
+    ap.add_argument("--scheduler", required=True,
                     help="dask.distributed scheduler address; '' runs local threads")
-    ap.add_argument("--block-frames", type=int, default=None,
-                    help="frames per task = mask shard (default: the frame store's shard)")
-    ap.add_argument("--workers", type=int, default=1, help="local threads ('' scheduler)")
-    ap.add_argument("--device", default="auto", help="'auto': CUDA when available")
+    ap.add_argument("--workers", type=int, required=True, help="local threads ('' scheduler)")
+    ap.add_argument("--device", required=True, help="'auto': CUDA when available")
+    ap.add_argument("--covered", type=boolean, required=True,
+                    help="false: the teacher does not label this source (sources.<src>.teacher)")
     args = ap.parse_args(argv)
+    if not args.covered:
+        write_uncovered_masks(args.out, open_frames(args.frames),
+                              "the teacher does not label this source (sources.<source>.teacher "
+                              "is false): an evaluation-only source")
+        return
 
-    infer_teacher(load_members(args.teacher), args.frames, args.out, batch_size=args.batch,
-                  block_frames=args.block_frames, device=args.device, amp=args.amp,
-                  scheduler=args.scheduler, workers=args.workers)
+    infer_teacher(load_members(args.teacher), args.frames, args.out,
+                  batch_size=teacher_batch(args.batch, args.device), device=args.device,
+                  amp=args.amp, scheduler=args.scheduler, workers=args.workers)
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -1,5 +1,8 @@
 import json
+import logging
+import math
 import runpy
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +12,8 @@ import pytest
 from echodfkd import evaluate as E
 from echodfkd import metrics as M
 from echodfkd import store
+from echodfkd.errors import InputError
+from echodfkd.store import open_frames, write_uncovered_masks
 
 ROOT = Path(__file__).resolve().parents[1]
 T = 32
@@ -71,11 +76,18 @@ def area_ef(amp):
     return M.ef_from_areas(disk(r[0]).sum(), disk(r[1]).sum())
 
 
-VIDEOS = [
+def volume_ef(amp):
+    """Area-length EF of the disks at ED / ES: a disk of radius r is a sphere's section
+    (V = 4/3 pi r^3), so about 100 (1 - (r_ES / r_ED)^3)."""
+    r = radii([16, 24], amp)
+    return M.ef_from_volumes(M.lv_geometry(disk(r[0]))[2], M.lv_geometry(disk(r[1]))[2])
+
+
+VIDEOS = [   # FileList EF = the volume EF of the true disks
     {"name": "a", "split": "TEST", "amp": 8.0, "n": T, "tracings": [("ED", 16), ("ES", 24)],
-     "EF": area_ef(8.0)},
+     "EF": volume_ef(8.0)},
     {"name": "b", "split": "TEST", "amp": 5.0, "n": T, "tracings": [("ES", 8), ("ED", 0)],
-     "EF": area_ef(5.0)},
+     "EF": volume_ef(5.0)},
     {"name": "c", "split": "TEST", "amp": 6.0, "n": T, "tracings": []},                # skip
     {"name": "d", "split": "TEST", "amp": 6.0, "n": T, "tracings": [("ED", 0), ("ES", 40)]},
     {"name": "e", "split": "TRAIN", "amp": 6.0, "n": T, "tracings": [("ED", 0), ("ES", 8)]},
@@ -105,11 +117,26 @@ def test_perfect_prediction(source, tmp_path):
     assert s["afd_ed"] == s["afd_es"] == 0.0
     assert s["ef_mae"] == pytest.approx(0.0, abs=1e-9)
     assert s["ef_r"] == pytest.approx(1.0)
+    assert s["tracing_ef_mae"] == pytest.approx(0.0, abs=1e-9)   # tracings = the same disks
+    # area EF of the same masks: biased low, by |area EF - volume EF| per video
+    gap = np.mean([volume_ef(8.0) - area_ef(8.0), volume_ef(5.0) - area_ef(5.0)])
+    assert s["ef_area_mae"] == pytest.approx(gap) and gap > 10
+    assert s["ef_area_r"] == pytest.approx(1.0)
     assert s["agreement"] == 1.0
     assert s["dice_teacher_ref"] == 1.0
     assert s["afd_ed_teacher"] == s["afd_es_teacher"] == 0.0
     row = df.set_index("FileName").loc["b"]
     assert (row.ed_frame, row.es_frame, row.pred_ed_frame, row.pred_es_frame) == (0, 8, 0, 8)
+    a = df.set_index("FileName").loc["a"]
+    # video a: r = 28 px at ED, 12 px at ES. The disks include the pixel centres at distance
+    # exactly r, so L = 2r + 1 (57, 25); V = 8 A^2 / (3 pi L), near the sphere's 4/3 pi r^3
+    assert a.length_ed == pytest.approx(57.0) and a.length_es == pytest.approx(25.0)
+    assert a.edv == pytest.approx(8 * disk(28).sum() ** 2 / (3 * math.pi * 57))
+    assert a.edv == pytest.approx(4 / 3 * math.pi * 28 ** 3, rel=0.03)
+    assert a.esv == pytest.approx(8 * disk(12).sum() ** 2 / (3 * math.pi * 25))
+    assert a.ef_pred == pytest.approx(100 * (1 - a.esv / a.edv))
+    assert a.ef_pred == pytest.approx(100 * (1 - (12 / 28) ** 3), abs=1.5)   # 92.1
+    assert a.ef_area_pred == pytest.approx(area_ef(8.0))
 
 
 def test_shifted_prediction_known_values(source, tmp_path):
@@ -143,6 +170,18 @@ def test_skip_reasons(source, tmp_path):
     assert "ES traced frame 40 outside the video" in reasons["d"]
     assert df.set_index("FileName").loc[["c", "d"], "dice_ed"].isna().all()
     assert "agreement" not in df
+
+
+def test_evaluation_only_source_has_no_teacher_keys(source, tmp_path):
+    pred = write_masks(tmp_path / "s.zarr", source, shifted(source, 1))
+    df, s = E.evaluate_source(source, pred, teacher=None, split="TEST", threshold=0.5,
+                              progress=False)
+    assert {"dice_ed", "dice_es", "ef_r", "ef_area_r", "afd_es"} <= set(s)
+    assert not [k for k in s if "teacher" in k or k.startswith("agreement")]
+    assert not [c for c in df if "teacher" in c or c == "agreement"]
+    panels = E.area_panels(source, pred, teacher=None, split="TEST", threshold=0.5,
+                           n_videos=4)
+    assert "teacher_area" not in E.area_curves_table(panels)
 
 
 def test_ambiguous_and_missing_phase_skipped(tmp_path):
@@ -242,41 +281,131 @@ def test_panels_and_curve_table(source, tmp_path):
     assert len(ov) == 2 and ov[0].image.shape == (112, 112) and ov[0].teacher is None
 
 
-def test_evaluate_stage_end_to_end(source, tmp_path):
-    evaluate_main = runpy.run_path(str(ROOT / "stages" / "evaluate.py"))["main"]
-
-    gt = np.asarray(source.gt_masks[:]) * 255
-    write_masks(tmp_path / "s.zarr", source, shifted(source, 1))
-    write_masks(tmp_path / "t.zarr", source, gt)
-    syn = build_source(tmp_path / "synthetic.zarr", VIDEOS[:2])
+def stage_tree(tmp_path, source):
+    """frames/, student/, teacher/ folders as the pipeline lays them out: real (the VIDEOS
+    fixture) and synthetic (two videos); the student is one frame late on real, exact on
+    synthetic; the teacher is the ground truth. Returns the stage's common arguments."""
+    for d in ("frames", "student", "teacher"):
+        (tmp_path / d).mkdir(exist_ok=True)
+    real = store.open_frames(source.path)
+    gt = np.asarray(real.gt_masks[:]) * 255
+    write_masks(tmp_path / "student" / "real.zarr", real, shifted(real, 1))
+    write_masks(tmp_path / "teacher" / "real.zarr", real, gt)
+    syn = build_source(tmp_path / "frames" / "synthetic.zarr", VIDEOS[:2])
     sgt = np.asarray(syn.gt_masks[:]) * 255
-    write_masks(tmp_path / "ss.zarr", syn, sgt)
-    write_masks(tmp_path / "st.zarr", syn, sgt)
+    write_masks(tmp_path / "student" / "synthetic.zarr", syn, sgt)
+    write_masks(tmp_path / "teacher" / "synthetic.zarr", syn, sgt)
     (tmp_path / "sc.json").write_text(json.dumps({"weights": 1000, "flops": 5000,
                                                   "blocks": 2, "layers_per_block": 1,
                                                   "hidden": 4}))
     (tmp_path / "tc.json").write_text(json.dumps({"weights": 40_000_000, "flops": 8e9}))
-    out = tmp_path / "reports"
-    evaluate_main([
-        "--frames", str(tmp_path / "real.zarr"), "--pred", str(tmp_path / "s.zarr"),
-        "--teacher-masks", str(tmp_path / "t.zarr"), "--split", "TEST", "--threshold", "0.5",
-        "--agreement-frames", str(tmp_path / "synthetic.zarr"),
-        "--agreement-pred", str(tmp_path / "ss.zarr"),
-        "--agreement-teacher", str(tmp_path / "st.zarr"), "--agreement-split", "TEST",
-        "--student-cost", str(tmp_path / "sc.json"), "--teacher-cost", str(tmp_path / "tc.json"),
-        "--metrics", str(out / "metrics.json"), "--per-video", str(out / "per_video.csv"),
-        "--plots", str(out / "plots"), "--curves-csv", str(out / "area_curves.csv"),
-        "--point", str(out / "points" / "b2_l1_h4.json"), "--name", "b2_l1_h4"])
+    return ["--name", "b2-l1-h4", "--source", "real", "--split", "TEST",
+            "--agreement-source", "synthetic", "--agreement-split", "TEST",
+            "--frames-dir", str(tmp_path / "frames"), "--pred-dir", str(tmp_path / "student"),
+            "--teacher-dir", str(tmp_path / "teacher"), "--threshold", "0.5",
+            "--n-examples", "4", "--student-cost", str(tmp_path / "sc.json"),
+            "--out", str(tmp_path / "out")]
+
+
+@pytest.fixture
+def frames_dir_source(tmp_path):
+    return build_source(tmp_path / "frames" / "real.zarr", VIDEOS)
+
+
+def evaluate_main():
+    return runpy.run_path(str(ROOT / "stages" / "evaluate.py"))["main"]
+
+
+def all_finite_numbers(d: dict) -> bool:
+    return all(isinstance(v, (int, float)) and math.isfinite(v) for v in d.values())
+
+
+def test_evaluate_stage_end_to_end(frames_dir_source, tmp_path):
+    args = stage_tree(tmp_path, frames_dir_source)
+    out = tmp_path / "out"
+    (out / "plots").mkdir(parents=True)
+    (out / "stale.json").write_text("{}")            # left by an older run: must disappear
+    evaluate_main()(args + ["--teacher-cost", str(tmp_path / "tc.json")])
+    assert sorted(p.name for p in out.iterdir()) == ["area_curves.csv", "metrics.json",
+                                                     "per_video.csv", "plots", "point.json"]
     m = json.loads((out / "metrics.json").read_text())
+    assert all_finite_numbers(m)
     assert m["teacher_dice_ed"] == 1.0 and m["teacher_afd_es"] == 0.0
+    assert m["teacher_ef_mae"] == pytest.approx(0.0, abs=1e-9)   # the teacher is the truth
     assert m["agreement_synthetic_test"] == 1.0 and 0 < m["agreement_real_test"] < 1
     assert m["weights"] == 1000 and m["teacher_weights"] == 40_000_000
     assert m["afd_ed"] == 1.0 and "agreement" not in m and m["dice_ed"] < 1
+    assert {"ef_r", "ef_mae", "ef_area_r", "ef_area_mae", "dice_teacher_ref"} <= set(m)
     pv = pd.read_csv(out / "per_video.csv")
-    assert {"dice_ed", "teacher_dice_ed", "skip_reason"} <= set(pv.columns) and len(pv) == 4
-    assert pd.read_csv(out / "area_curves.csv").shape[0] == 2 * T
+    assert {"dice_ed", "edv", "esv", "ef_pred", "ef_area_pred", "teacher_dice_ed",
+            "teacher_edv", "skip_reason"} <= set(pv.columns) and len(pv) == 4
+    curves = pd.read_csv(out / "area_curves.csv")
+    assert curves.shape[0] == 2 * T and "teacher_area" in curves
     for png in ("area_curves.png", "overlays.png"):
         assert (out / "plots" / png).read_bytes()[:4] == b"\x89PNG"
-    point = json.loads((out / "points" / "b2_l1_h4.json").read_text())
-    assert point["blocks"] == 2 and point["weights"] == 1000 and point["afd_ed"] == 1.0
-    assert point["agreement_synthetic_test"] == 1.0
+    point = json.loads((out / "point.json").read_text())
+    assert (point["name"], point["blocks"], point["weights"]) == ("b2-l1-h4", 2, 1000)
+    assert point["afd_ed"] == 1.0 and point["agreement_synthetic_test"] == 1.0
+    assert point["dice_teacher_ref"] == m["dice_teacher_ref"]
+
+
+TEACHER_KEY = ("teacher_", "_teacher", "_teacher_ref", "agreement")
+
+
+def test_evaluate_stage_on_an_evaluation_only_source(frames_dir_source, tmp_path, caplog):
+    args = stage_tree(tmp_path, frames_dir_source)
+    # the teacher stage records that it does not label real (sources.real.teacher: false)
+    write_uncovered_masks(tmp_path / "teacher" / "real.zarr", frames_dir_source, "eval only")
+    caplog.set_level(logging.INFO)
+    evaluate_main()(args + ["--teacher-cost", str(tmp_path / "tc.json")])
+    m = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert all_finite_numbers(m)                              # no NaN, no null
+    assert {"dice_ed", "dice_es", "dice", "afd_ed", "afd_es", "ef_r", "ef_mae", "ef_area_r",
+            "ef_area_mae", "weights", "flops"} <= set(m)
+    # the agreement source is still covered; nothing teacher-referenced about real
+    assert m["agreement_synthetic_test"] == 1.0
+    assert [k for k in m if any(t in k for t in TEACHER_KEY)] == ["agreement_synthetic_test"]
+    point = json.loads((tmp_path / "out" / "point.json").read_text())
+    assert [k for k in point if any(t in k for t in TEACHER_KEY)] == ["agreement_synthetic_test"]
+    pv = pd.read_csv(tmp_path / "out" / "per_video.csv")
+    assert not [c for c in pv if "teacher" in c or c == "agreement"]
+    assert "teacher_area" not in pd.read_csv(tmp_path / "out" / "area_curves.csv")
+    assert "source 'real' is not labelled by the teacher (labelled: ['synthetic'])" in caplog.text
+
+    # neither source covered, no teacher cost file: no teacher nor agreement key at all
+    caplog.clear()
+    syn = open_frames(tmp_path / "frames" / "synthetic.zarr")
+    write_uncovered_masks(tmp_path / "teacher" / "synthetic.zarr", syn, "eval only")
+    evaluate_main()(args + ["--teacher-cost", str(tmp_path / "missing.json")])
+    m = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert all_finite_numbers(m) and not [k for k in m if any(t in k for t in TEACHER_KEY)]
+    assert "agreement source 'synthetic' is not labelled by the teacher (labelled: [])" in caplog.text
+
+
+def test_evaluate_stage_undefined_values_are_absent(tmp_path, caplog):
+    # one scorable video: ef_r is undefined -> absent from metrics.json, said in the log
+    fs = build_source(tmp_path / "frames" / "real.zarr", VIDEOS[:1])
+    (tmp_path / "student").mkdir()
+    write_masks(tmp_path / "student" / "real.zarr", fs, np.asarray(fs.gt_masks[:]) * 255)
+    (tmp_path / "sc.json").write_text(json.dumps({"weights": 1, "flops": 2, "blocks": 1,
+                                                  "layers_per_block": 1, "hidden": 1}))
+    write_uncovered_masks(tmp_path / "none" / "real.zarr", fs, "eval only")
+    caplog.set_level(logging.INFO)
+    evaluate_main()([
+        "--name", "s", "--source", "real", "--split", "TEST", "--agreement-source", "real",
+        "--agreement-split", "TEST", "--frames-dir", str(tmp_path / "frames"),
+        "--pred-dir", str(tmp_path / "student"), "--teacher-dir", str(tmp_path / "none"),
+        "--threshold", "0.5", "--n-examples", "1",
+        "--student-cost", str(tmp_path / "sc.json"), "--teacher-cost", str(tmp_path / "x"),
+        "--out", str(tmp_path / "out")])
+    m = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert m["dice"] == 1.0 and "ef_r" not in m and "ef_mae" in m and all_finite_numbers(m)
+    assert "ef_r is undefined on real TEST" in caplog.text
+    assert "ef_r" not in json.loads((tmp_path / "out" / "point.json").read_text())
+
+
+def test_evaluate_stage_bad_cost_file_names_it(frames_dir_source, tmp_path):
+    args = stage_tree(tmp_path, frames_dir_source)
+    (tmp_path / "sc.json").write_text(json.dumps({"weights": 1000, "flops": 5000}))
+    with pytest.raises(InputError, match=r"sc.json: no number under \['blocks'"):
+        evaluate_main()(args + ["--teacher-cost", "x"])

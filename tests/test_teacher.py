@@ -2,6 +2,7 @@
 
 import json
 import subprocess
+import time
 import sys
 import types
 from pathlib import Path
@@ -12,7 +13,8 @@ import pytest
 import torch
 from torch import nn
 
-from echodfkd import teacher as T
+from echodfkd.teacher import archs, build, checkpoint, fusion, infer, model, outputs
+from echodfkd.teacher import members as mem
 from echodfkd.store import (finish_frame_store, init_frame_store, open_frames, open_masks,
                             partial_path)
 
@@ -67,8 +69,8 @@ def tiny_proba(frames, a=4.0, b=-2.0):
 
 @pytest.fixture
 def tiny_arch(monkeypatch):
-    monkeypatch.setitem(T.ARCHS, "tiny", T.ArchSpec(lambda **c: Tiny(**c), T.unit_scale))
-    monkeypatch.setitem(T.ARCHS, "unet", T.ArchSpec(lambda **c: Tiny(), T.unit_scale))
+    monkeypatch.setitem(archs.ARCHS, "tiny", archs.ArchSpec(lambda **c: Tiny(**c), archs.unit_scale))
+    monkeypatch.setitem(archs.ARCHS, "unet", archs.ArchSpec(lambda **c: Tiny(), archs.unit_scale))
 
 
 def write_seg(folder, store, rng, skip=(), wrong=()):
@@ -90,8 +92,11 @@ class Counting:
     def __init__(self, fail_on=None):
         self.weight, self.needs_frames, self.fail_on, self.calls = 1.0, True, fail_on, []
 
-    def describe(self):
+    def describe(self, index=None):
         return {"kind": "counting"}
+
+    def validate(self, index):
+        pass
 
     def predict_block(self, frames, start, stop, videos, *, batch_size, device, amp):
         self.calls.append((start, stop))
@@ -105,12 +110,12 @@ class Counting:
 
 def test_echonet_normalise():
     x = torch.tensor([[[0, 255]]], dtype=torch.uint8)
-    y = T.echonet_normalise(x)
+    y = archs.echonet_normalise(x)
     assert y.shape == (1, 3, 1, 2) and y.dtype == torch.float32
     for c in range(3):
-        assert y[0, c, 0, 0].item() == pytest.approx(-T.ECHONET_MEAN[c] / T.ECHONET_STD[c])
-        assert y[0, c, 0, 1].item() == pytest.approx((255 - T.ECHONET_MEAN[c]) / T.ECHONET_STD[c])
-    assert T.unit_scale(x)[0, 0, 0, 1].item() == 1.0
+        assert y[0, c, 0, 0].item() == pytest.approx(-archs.ECHONET_MEAN[c] / archs.ECHONET_STD[c])
+        assert y[0, c, 0, 1].item() == pytest.approx((255 - archs.ECHONET_MEAN[c]) / archs.ECHONET_STD[c])
+    assert archs.unit_scale(x)[0, 0, 0, 1].item() == 1.0
 
 
 def test_echonet_checkpoint_roundtrip(tmp_path, monkeypatch):
@@ -134,20 +139,20 @@ def test_echonet_checkpoint_roundtrip(tmp_path, monkeypatch):
     real_load = torch.load
     monkeypatch.setattr(torch, "load", lambda *a, **k: calls.append(k) or real_load(*a, **k))
 
-    t = T.load_teacher(p, "cpu")
+    t = model.load_teacher(p, "cpu")
     assert t.arch == "deeplabv3_resnet50" and t.config == {"num_classes": 1}
     assert t.meta == {"source_format": "echonet-dynamic", "epoch": 45, "best_loss": 0.0123,
                       "loss": 0.0456}
     frames = np.random.default_rng(0).integers(0, 256, (2, 64, 64), dtype=np.uint8)
     prob = t.predict_proba(frames, batch_size=1)
     with torch.inference_mode():
-        logit = ref(T.echonet_normalise(torch.from_numpy(frames)))["out"][:, 0].numpy()
+        logit = ref(archs.echonet_normalise(torch.from_numpy(frames)))["out"][:, 0].numpy()
     assert prob.shape == (2, 64, 64) and prob.dtype == np.float32
     np.testing.assert_allclose(prob, 1 / (1 + np.exp(-logit)), rtol=1e-5, atol=1e-6)
 
     q = tmp_path / "teacher.pt"
-    T.save_teacher(q, t.arch, t.config, t.model, t.meta)
-    t2 = T.load_teacher(q, "cpu")
+    checkpoint.save_teacher(q, t.arch, t.config, t.model, t.meta)
+    t2 = model.load_teacher(q, "cpu")
     assert t2.arch == t.arch and t2.meta == t.meta
     np.testing.assert_array_equal(t2.predict_proba(frames, batch_size=1), prob)
     assert calls and all(k.get("weights_only") is True for k in calls)
@@ -155,37 +160,37 @@ def test_echonet_checkpoint_roundtrip(tmp_path, monkeypatch):
 
 def test_project_checkpoint_roundtrip(tmp_path, tiny_arch):
     p = tmp_path / "t.pt"
-    T.save_teacher(p, "tiny", {"a": 3.0, "b": -1.0}, Tiny(3.0, -1.0), {"note": "x"})
+    checkpoint.save_teacher(p, "tiny", {"a": 3.0, "b": -1.0}, Tiny(3.0, -1.0), {"note": "x"})
     assert not (tmp_path / "t.pt.tmp").exists()
     raw = torch.load(p, weights_only=True)
     assert raw["format"] == "echodfkd-teacher" and raw["arch"] == "tiny"
     assert set(raw) == {"format", "arch", "config", "state_dict", "meta"}
-    t = T.load_teacher(p, "cpu")
+    t = model.load_teacher(p, "cpu")
     f = np.array([[[0, 255], [51, 204]]], dtype=np.uint8)
     np.testing.assert_allclose(t.predict_proba(f), tiny_proba(f, 3.0, -1.0), rtol=1e-6)
     with pytest.raises(TypeError, match="JSON-like"):
-        T.save_teacher(p, "tiny", {}, Tiny(), {"bad": object()})
+        checkpoint.save_teacher(p, "tiny", {}, Tiny(), {"bad": object()})
 
 
 def test_bad_checkpoints(tmp_path):
     p = tmp_path / "weird.pt"
     torch.save({"foo": 1, "bar": [2]}, p)
     with pytest.raises(ValueError, match=r"unknown teacher checkpoint format.*weird\.pt.*'foo'"):
-        T.load_teacher(p, "cpu")
+        model.load_teacher(p, "cpu")
     torch.save({"format": "other", "state_dict": {}}, p)
     with pytest.raises(ValueError, match="unknown format 'other'"):
-        T.load_teacher(p, "cpu")
+        model.load_teacher(p, "cpu")
     # EchoNet-style checkpoint missing keys and carrying a stray one
     torch.save({"state_dict": {"module.backbone.conv1.weight": torch.zeros(64, 3, 7, 7),
                                "module.extra.weight": torch.zeros(1)}, "epoch": 1}, p)
     with pytest.raises(ValueError, match=r"weird\.pt.*361 missing keys: 'backbone\.bn1\.weight'"
                                          r".*1 unexpected keys: 'extra\.weight'"):
-        T.load_teacher(p, "cpu")
+        model.load_teacher(p, "cpu")
     torch.save({"state_dict": {"module.x": torch.zeros(1)}, "obj": pd.Timestamp(0)}, p)
     with pytest.raises(ValueError, match="weights_only=True"):
-        T.load_teacher(p, "cpu")
+        model.load_teacher(p, "cpu")
     with pytest.raises(FileNotFoundError, match="nope.pt"):
-        T.load_teacher(tmp_path / "nope.pt", "cpu")
+        model.load_teacher(tmp_path / "nope.pt", "cpu")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -193,17 +198,17 @@ def test_bad_checkpoints(tmp_path):
 
 def test_fuse_probabilities():
     u = np.array([0, 51, 255, 7], dtype=np.uint8)
-    out = T.fuse_probabilities([u], [2.0])
+    out = fusion.fuse_probabilities([u], [2.0])
     assert out.dtype == np.uint8 and np.array_equal(out, u) and out is not u
     # uint8 51 = 0.2 and float 0.6, equal weights -> 0.4 -> 102
-    assert T.fuse_probabilities([np.uint8([51]), np.float32([0.6])], [1, 1]).tolist() == [102]
+    assert fusion.fuse_probabilities([np.uint8([51]), np.float32([0.6])], [1, 1]).tolist() == [102]
     # weights 1:3 over 0 and 1 -> 0.75 -> 191.25 -> 191
-    assert T.fuse_probabilities([np.float32([0.0]), np.float32([1.0])], [1, 3]).tolist() == [191]
-    assert T.quantise(np.float32([0.0, 0.5, 1.0, 0.1])).tolist() == [0, 128, 255, 26]
+    assert fusion.fuse_probabilities([np.float32([0.0]), np.float32([1.0])], [1, 3]).tolist() == [191]
+    assert fusion.quantise(np.float32([0.0, 0.5, 1.0, 0.1])).tolist() == [0, 128, 255, 26]
     with pytest.raises(ValueError, match="weights"):
-        T.fuse_probabilities([u, u], [1.0, -1.0])
+        fusion.fuse_probabilities([u, u], [1.0, -1.0])
     with pytest.raises(ValueError, match="one weight per output"):
-        T.fuse_probabilities([u], [1.0, 1.0])
+        fusion.fuse_probabilities([u], [1.0, 1.0])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -213,8 +218,8 @@ def test_seg_npz_import_is_identical(tmp_path):
     store, _ = make_store(tmp_path / "f.zarr")  # videos of 5, 7, 4 frames; blocks of 4
     arrays = write_seg(tmp_path / "seg", store, np.random.default_rng(1))
     out = tmp_path / "m.zarr"
-    ms = T.infer_teacher([T.OutputsMember(str(tmp_path / "seg"))], store, out, block_frames=4,
-                         progress=False)
+    ms = infer.infer_teacher([mem.OutputsMember(str(tmp_path / "seg"))], store, out, block_frames=4,
+                         progress=False, amp=False)
     expected = np.concatenate([arrays[n][:, 0] for n in store.index.FileName])
     assert ms.masks.dtype == np.uint8
     np.testing.assert_array_equal(ms.masks[:], expected)
@@ -229,40 +234,40 @@ def test_npy_values_and_resize(tmp_path):
     d.mkdir()
     p = np.linspace(0, 1, 3 * 112 * 112, dtype=np.float32).reshape(3, 112, 112)
     np.save(d / "prob.npy", p)
-    np.testing.assert_array_equal(T.read_teacher_outputs(d, "prob", 3), T.quantise(p))
+    np.testing.assert_array_equal(outputs.read_teacher_outputs(d, "prob", 3), fusion.quantise(p))
     logit = np.log(p.clip(1e-3, 1 - 1e-3) / (1 - p.clip(1e-3, 1 - 1e-3))) * 3
     np.save(d / "logit.npy", logit[:, None])  # (T, 1, H, W), values outside [0, 1] -> logits
-    np.testing.assert_array_equal(T.read_teacher_outputs(d, "logit", 3),
-                                  T.quantise(1 / (1 + np.exp(-logit))))
+    np.testing.assert_array_equal(outputs.read_teacher_outputs(d, "logit", 3),
+                                  fusion.quantise(1 / (1 + np.exp(-logit))))
     # forcing "logit" on values inside [0, 1]
-    np.testing.assert_array_equal(T.read_teacher_outputs(d, "prob", 3, values="logit"),
-                                  T.quantise(1 / (1 + np.exp(-p))))
+    np.testing.assert_array_equal(outputs.read_teacher_outputs(d, "prob", 3, values="logit"),
+                                  fusion.quantise(1 / (1 + np.exp(-p))))
     small = np.full((2, 1, 56, 56), 200, dtype=np.uint8)
     np.savez(d / "small.seg.npz", small)
-    r = T.read_teacher_outputs(d, "small", 2)
+    r = outputs.read_teacher_outputs(d, "small", 2)
     assert r.shape == (2, 112, 112) and r.dtype == np.uint8 and (r == 200).all()
     np.save(d / "bad.npy", np.float32([[[2.0]]]))
     with pytest.raises(ValueError, match="outside"):
-        T.read_teacher_outputs(d, "bad", 1, values="probability")
+        outputs.read_teacher_outputs(d, "bad", 1, values="probability")
 
 
 def test_output_errors_list_file_names(tmp_path):
     store, _ = make_store(tmp_path / "f.zarr", lengths=(5, 7, 4, 3))
     seg = tmp_path / "seg"
     write_seg(seg, store, np.random.default_rng(2), skip={"vid1", "vid3"}, wrong={"vid2"})
-    with pytest.raises(T.TeacherOutputsError) as e:
-        T.infer_teacher([T.OutputsMember(str(seg))], store, tmp_path / "m.zarr",
-                        block_frames=4, progress=False)
+    with pytest.raises(outputs.TeacherOutputsError) as e:
+        infer.infer_teacher([mem.OutputsMember(str(seg))], store, tmp_path / "m.zarr",
+                        block_frames=4, progress=False, amp=False)
     msg = str(e.value)
     assert "missing (2): vid1, vid3" in msg and "wrong frame count (1): vid2 (file 5, video 4)" \
         in msg and "vid0" not in msg
     assert not (tmp_path / "m.zarr").exists()
     with pytest.raises(ValueError, match=r"has 5 frames but video 'vid2' has 4"):
-        T.read_teacher_outputs(seg, "vid2", 4)
+        outputs.read_teacher_outputs(seg, "vid2", 4)
     with pytest.raises(FileNotFoundError, match="vid1"):
-        T.read_teacher_outputs(seg, "vid1", 7)
+        outputs.read_teacher_outputs(seg, "vid1", 7)
     with pytest.raises(ValueError, match="escape"):
-        T.read_teacher_outputs(seg, "../f", 4)
+        outputs.read_teacher_outputs(seg, "../f", 4)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -271,43 +276,115 @@ def test_output_errors_list_file_names(tmp_path):
 def test_model_and_outputs_fused(tmp_path, tiny_arch):
     store, frames = make_store(tmp_path / "f.zarr")
     arrays = write_seg(tmp_path / "seg", store, np.random.default_rng(3))
-    T.save_teacher(tmp_path / "t.pt", "tiny", {"a": 4.0, "b": -2.0}, Tiny())
-    members = [T.ModelMember(str(tmp_path / "t.pt"), 1.0), T.OutputsMember(str(tmp_path / "seg"),
+    checkpoint.save_teacher(tmp_path / "t.pt", "tiny", {"a": 4.0, "b": -2.0}, Tiny())
+    members = [mem.ModelMember(str(tmp_path / "t.pt"), 1.0), mem.OutputsMember(str(tmp_path / "seg"),
                                                                             3.0)]
-    ms = T.infer_teacher(members, store.path, tmp_path / "m.zarr", block_frames=8, batch_size=3,
-                         workers=2, progress=False)
+    ms = infer.infer_teacher(members, store.path, tmp_path / "m.zarr", block_frames=8, batch_size=3,
+                         workers=2, progress=False, amp=False)
     seg = np.concatenate([arrays[n][:, 0] for n in store.index.FileName]).astype(np.float32)
-    expected = T.quantise(0.25 * tiny_proba(frames) + 0.75 * seg / 255)
+    expected = fusion.quantise(0.25 * tiny_proba(frames) + 0.75 * seg / 255)
     assert np.abs(ms.masks[:].astype(int) - expected).max() <= 1  # float summation order
     assert (ms.masks[:] == expected).mean() > 0.99
 
 
 def test_resume_skips_finished_blocks(tmp_path):
     store, frames = make_store(tmp_path / "f.zarr", lengths=(6, 6, 4))  # 16 frames, 4 blocks
-    ref = T.infer_teacher([Counting()], store, tmp_path / "ref.zarr", block_frames=4,
-                          progress=False)
+    ref = infer.infer_teacher([Counting()], store, tmp_path / "ref.zarr", block_frames=4,
+                          progress=False, amp=False)
     out = tmp_path / "m.zarr"
     failing = Counting(fail_on=2)
     with pytest.raises(RuntimeError, match="simulated"):
-        T.infer_teacher([failing], store, out, block_frames=4, workers=1, progress=False)
+        infer.infer_teacher([failing], store, out, block_frames=4, workers=1, progress=False, amp=False)
     assert not out.exists()
     import zarr
     done = zarr.open_group(str(partial_path(out)), mode="r").attrs["done_blocks"]
     assert len(done) == 1 and [tuple(done[0])] == failing.calls[:1]
     again = Counting()
-    ms = T.infer_teacher([again], store, out, block_frames=4, workers=1, progress=False)
+    ms = infer.infer_teacher([again], store, out, block_frames=4, workers=1, progress=False, amp=False)
     assert len(again.calls) == 3 and tuple(done[0]) not in again.calls
     np.testing.assert_array_equal(ms.masks[:], ref.masks[:])
-    np.testing.assert_array_equal(ms.masks[:], T.quantise(frames[:, ::-1, :] / 255.0))
+    np.testing.assert_array_equal(ms.masks[:], fusion.quantise(frames[:, ::-1, :] / 255.0))
 
     # a different teacher does not resume someone else's blocks
     with pytest.raises(RuntimeError, match="simulated"):
-        T.infer_teacher([Counting(fail_on=2)], store, out, block_frames=4, workers=1,
-                        progress=False)
+        infer.infer_teacher([Counting(fail_on=2)], store, out, block_frames=4, workers=1,
+                        progress=False, amp=False)
     other = Counting()
-    other.describe = lambda: {"kind": "other"}
-    T.infer_teacher([other], store, out, block_frames=4, workers=1, progress=False)
+    other.describe = lambda index=None: {"kind": "other"}
+    infer.infer_teacher([other], store, out, block_frames=4, workers=1, progress=False, amp=False)
     assert len(other.calls) == 4
+
+
+def test_resume_restarts_when_frames_change(tmp_path):
+    """Interrupted, then two videos replaced (same lengths) and re-ingested: the rerun must not
+    keep any mask computed on the old frames."""
+    store, _ = make_store(tmp_path / "f.zarr", lengths=(6, 6, 4))  # 16 frames, 4 blocks
+    out = tmp_path / "m.zarr"
+    with pytest.raises(RuntimeError, match="simulated"):
+        infer.infer_teacher([Counting(fail_on=3)], store, out, block_frames=4, progress=False,
+                            amp=False)
+    new_store, new_frames = make_store(tmp_path / "f.zarr", lengths=(6, 6, 4), seed=1)
+    assert new_store.fingerprint != store.fingerprint
+    again = Counting()
+    ms = infer.infer_teacher([again], new_store, out, block_frames=4, progress=False, amp=False)
+    assert len(again.calls) == 4  # every block recomputed
+    np.testing.assert_array_equal(ms.masks[:], fusion.quantise(new_frames[:, ::-1, :] / 255.0))
+    assert ms.attrs["content_sha"] and ms.attrs["source_fingerprint"] == new_store.fingerprint
+
+
+class FailingOutputs(mem.OutputsMember):
+    """Imported outputs that fail on the ``fail_on``-th block (a killed run)."""
+
+    def __init__(self, folder, fail_on):
+        super().__init__(folder)
+        self.fail_on, self.n = fail_on, 0
+
+    def predict_block(self, *a, **k):
+        self.n += 1
+        if self.n == self.fail_on:
+            raise RuntimeError("simulated interruption")
+        return super().predict_block(*a, **k)
+
+
+def test_resume_restarts_when_output_files_regenerated(tmp_path):
+    store, _ = make_store(tmp_path / "f.zarr", lengths=(6, 6, 4))
+    seg = tmp_path / "seg"
+    write_seg(seg, store, np.random.default_rng(1))
+    out = tmp_path / "m.zarr"
+    with pytest.raises(RuntimeError, match="simulated"):
+        infer.infer_teacher([FailingOutputs(str(seg), fail_on=3)], store, out, block_frames=4,
+                            progress=False, amp=False)
+    time.sleep(0.01)  # regenerated files get a new modification time
+    arrays = write_seg(seg, store, np.random.default_rng(2))
+    ms = infer.infer_teacher([mem.OutputsMember(str(seg))], store, out, block_frames=4,
+                             progress=False, amp=False)
+    np.testing.assert_array_equal(ms.masks[:], np.concatenate(
+        [arrays[n][:, 0] for n in store.index.FileName]))
+
+
+def test_object_array_seg_npz_names_the_file(tmp_path):
+    store, _ = make_store(tmp_path / "f.zarr")
+    seg = tmp_path / "seg"
+    write_seg(seg, store, np.random.default_rng(1))
+    bad = np.empty(5, dtype=object)
+    np.savez(seg / "vid0.seg.npz", bad)
+    with pytest.raises(ValueError, match=r"vid0\.seg\.npz"):
+        outputs.read_teacher_outputs(seg, "vid0", 5)
+
+
+def test_refused_checkpoint_leaves_no_partial_folder(tmp_path):
+    store, _ = make_store(tmp_path / "f.zarr")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    r = subprocess.run([sys.executable, "stages/teacher.py", "--out", str(tmp_path / "teacher"),
+                        "--frames", store.path, "--members", f"checkpoint:{bad}",
+                        "--arch", "unet", "--width", "8", "--depth", "3", "--epochs", "1",
+                        "--batch", "4", "--lr", "0.001", "--seed", "0", "--device", "cpu"],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert str(bad) in r.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "teacher").exists()
+    assert not (tmp_path / "teacher.partial").exists()
 
 
 def test_distributed_scheduler(tmp_path):
@@ -316,9 +393,9 @@ def test_distributed_scheduler(tmp_path):
     arrays = write_seg(tmp_path / "seg", store, np.random.default_rng(4))
     with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
                                   dashboard_address=None) as cluster:
-        ms = T.infer_teacher([T.OutputsMember(str(tmp_path / "seg"))], store,
+        ms = infer.infer_teacher([mem.OutputsMember(str(tmp_path / "seg"))], store,
                              tmp_path / "m.zarr", block_frames=4,
-                             scheduler=cluster.scheduler_address, progress=False)
+                             scheduler=cluster.scheduler_address, progress=False, amp=False)
     expected = np.concatenate([arrays[n][:, 0] for n in store.index.FileName])
     np.testing.assert_array_equal(ms.masks[:], expected)
 
@@ -329,12 +406,15 @@ def test_distributed_scheduler(tmp_path):
 def test_traced_training_set(tmp_path):
     store, frames = make_store(tmp_path / "f.zarr", lengths=(5, 7, 4, 3),
                                traced=[(0, 4, "ED"), (0, 1, "ES"), (1, 2, "ED"), (3, 0, "ED")])
-    img, msk = T.traced_training_set(store, "TRAIN")  # videos 0 and 3 are TRAIN
+    img, msk = build.traced_training_set(store, "TRAIN")  # videos 0 and 3 are TRAIN
     np.testing.assert_array_equal(img, frames[[4, 1, 16]])
     np.testing.assert_array_equal(msk, (frames[[4, 1, 16]] > 128).astype(np.uint8))
-    img, _ = T.traced_training_set(store, "VAL")
+    img, _ = build.traced_training_set(store, "VAL")
     np.testing.assert_array_equal(img, frames[[7]])
-    assert T.traced_training_set(store, "TEST")[0].shape == (0, 112, 112)
+    assert build.traced_training_set(store, "TEST")[0].shape == (0, 112, 112)
+
+
+FIT = dict(arch="unet", depth=3, epochs=1, batch_size=2, lr=1e-3)
 
 
 def test_make_teacher_dir_and_load_members(tmp_path, tiny_arch, monkeypatch):
@@ -346,29 +426,30 @@ def test_make_teacher_dir_and_load_members(tmp_path, tiny_arch, monkeypatch):
         seen.update(n_train=len(ti), n_val=len(vi), seed=seed, width=width)
         return Tiny(), pd.DataFrame({"epoch": [0, 1], "val_loss": [0.5, 0.4]})
 
-    monkeypatch.setitem(sys.modules, "echodfkd.teacher_fit",
+    monkeypatch.setitem(sys.modules, "echodfkd.teacher.fit",
                         types.SimpleNamespace(fit_teacher=fit_teacher))
-    T.save_teacher(tmp_path / "ck.pt", "tiny", {"a": 4.0, "b": -2.0}, Tiny())
+    checkpoint.save_teacher(tmp_path / "ck.pt", "tiny", {"a": 4.0, "b": -2.0}, Tiny())
     seg = tmp_path / "seg"
     write_seg(seg, store, np.random.default_rng(5))
     members = [{"kind": "fit", "weight": 1.0},
                {"kind": "checkpoint", "path": str(tmp_path / "ck.pt"), "weight": 1.0},
                {"kind": "outputs", "path": str(seg), "weight": 2.0}]
     d = tmp_path / "teacher"
-    spec, hist = T.make_teacher_dir(d, members, store, width=8, seed=5, progress=False)
+    spec, hist = build.make_teacher_dir(d, members, store, **FIT, width=8, seed=5, progress=False)
     assert seen == {"n_train": 1, "n_val": 1, "seed": 5, "width": 8}
     assert hist["member"].tolist() == [0, 0]
     assert sorted(p.name for p in d.iterdir()) == ["member0.pt", "member1.pt", "teacher.json"]
     on_disk = json.loads((d / "teacher.json").read_text())
     assert on_disk == spec and [m["path"] for m in on_disk["members"]] == [
         "member0.pt", "member1.pt", str(seg)]
-    loaded = T.load_members(d)
+    loaded = mem.load_members(d)
     assert [type(m).__name__ for m in loaded] == ["ModelMember", "ModelMember", "OutputsMember"]
     assert [m.weight for m in loaded] == [1.0, 1.0, 2.0]
     with pytest.raises(ValueError, match="kind"):
-        T.parse_member_specs([{"kind": "magic"}])
+        mem.parse_member_specs([{"kind": "magic"}])
     with pytest.raises(ValueError, match="arch 'unet' only"):
-        T.make_teacher_dir(tmp_path / "t2", members[:1], store, arch="deeplabv3_resnet50")
+        build.make_teacher_dir(tmp_path / "t2", members[:1], store,
+                             **{**FIT, "arch": "deeplabv3_resnet50"}, width=8, seed=0)
 
 
 def test_stage_scripts(tmp_path):
@@ -379,7 +460,7 @@ def test_stage_scripts(tmp_path):
                                     capture_output=True, text=True)
     run("stages/teacher.py", "--out", str(tmp_path / "teacher"), "--frames", store.path,
         "--members", members, "--arch", "unet", "--width", "16", "--depth", "3",
-        "--epochs", "1", "--batch", "4", "--lr", "0.001", "--seed", "0")
+        "--epochs", "1", "--batch", "4", "--lr", "0.001", "--seed", "0", "--device", "cpu")
     assert (tmp_path / "teacher" / "teacher.json").is_file()
     assert not (tmp_path / "teacher" / "fit_history.csv").exists()
     # Imported outputs: the teacher's model is unknown, so is its cost.
@@ -387,7 +468,7 @@ def test_stage_scripts(tmp_path):
     assert cost == {"weights": None, "flops": None}
     run("stages/teacher_infer.py", "--teacher", str(tmp_path / "teacher"), "--frames",
         store.path, "--out", str(tmp_path / "m.zarr"), "--batch", "8", "--amp", "true",
-        "--scheduler", "")  # --amp is a no-op on the CPU
+        "--scheduler", "", "--workers", "1", "--device", "cpu")  # --amp: no-op on the CPU
     ms = open_masks(tmp_path / "m.zarr", store)
     np.testing.assert_array_equal(ms.masks[:], np.concatenate(
         [arrays[n][:, 0] for n in store.index.FileName]))
@@ -400,12 +481,12 @@ def test_stage_scripts(tmp_path):
     ("outputs:/data/seg@0.5", {"kind": "outputs", "path": "/data/seg", "weight": 0.5}),
 ])
 def test_parse_member_text(text, expected):
-    assert T.parse_member_text(text) == expected
+    assert mem.parse_member_text(text) == expected
 
 
 def test_parse_member_text_bad_weight():
     with pytest.raises(ValueError, match="'x'"):
-        T.parse_member_text("fit@x")
+        mem.parse_member_text("fit@x")
 
 
 def test_teacher_cost_sums_model_members(tmp_path):
@@ -414,7 +495,7 @@ def test_teacher_cost_sums_model_members(tmp_path):
 
     model = UNet(width=4, depth=2)
     for i in range(2):
-        T.save_teacher(tmp_path / f"m{i}.pt", "unet", {"width": 4, "depth": 2}, model)
-    cost = T.teacher_cost([T.ModelMember(str(tmp_path / f"m{i}.pt")) for i in range(2)])
+        checkpoint.save_teacher(tmp_path / f"m{i}.pt", "unet", {"width": 4, "depth": 2}, model)
+    cost = mem.teacher_cost([mem.ModelMember(str(tmp_path / f"m{i}.pt")) for i in range(2)])
     assert cost["weights"] == 2 * count_weights(model)
     assert cost["flops"] > 0

@@ -8,7 +8,7 @@ import torch
 
 from echodfkd.cost import count_weights
 from echodfkd.models.unet import UNet
-from echodfkd.teacher_fit import dice_scores, fit_teacher, predict_proba
+from echodfkd.teacher.fit import dice_scores, fit_teacher, predict_proba
 
 
 def test_unet_shapes_and_size():

@@ -3,7 +3,7 @@
 Written from the architecture (He et al. 2016, ResNet v1.5 with the stride on the 3x3
 convolution; Chen et al. 2017, DeepLabV3) so that the module tree, parameter and buffer names
 and shapes are those of torchvision's ``deeplabv3_resnet50(weights=None, weights_backbone=None,
-num_classes=1, aux_loss=False)``. An EchoNet-Dynamic checkpoint (design.md §2) therefore loads
+num_classes=1, aux_loss=False)``. An EchoNet-Dynamic checkpoint (docs/design.md §2) therefore loads
 into :class:`DeepLabV3ResNet50` with ``strict=True`` once the ``module.`` prefix is removed.
 
 Shape of the computation for an input (B, 3, H, W)::
