@@ -1,13 +1,19 @@
-"""Score soft masks of one source against human tracings and against a teacher (design.md §4).
+"""Score soft masks of one source against human tracings and against a teacher
+(docs/design.md §4).
 
 Inputs are a frame store and mask stores aligned with it (``echodfkd.store``). All frame
-indices are 0-based within a video; areas are in pixels of the 112x112 frame.
+indices are 0-based within a video; areas are in pixels of the 112x112 frame, lengths in
+pixels, volumes in px^3 (only their ratio, the EF, is compared with FileList.csv).
 
 Reference rules
 ---------------
 - Human reference: the traced ED and ES frames of ``FrameStore.traced`` and their rasterised
   polygons ``traced_masks``. aFD ED/ES: :func:`metrics.afd` of the prediction's area curve
   seeded at the traced frame.
+- EF: from single-plane area-length volumes (:func:`metrics.lv_geometry`) of the mask at the
+  traced ED and ES frames (``ef_r``, ``ef_mae`` against the FileList EF), and the paper's naive
+  area EF beside it (``ef_area_r``, ``ef_area_mae``). ``tracing_ef_*`` score the tracings
+  themselves the same way: the floor of the volume method on this data.
 - Annotation-free reference (teacher): the teacher's own ED/ES frames, found with no human input
   by running :func:`metrics.find_phase_frame` on the teacher's area curve seeded at the curve's
   global argmax (ED) / argmin (ES). Seeded there, the procedure returns that extreme itself, so
@@ -19,54 +25,79 @@ Reference rules
   for videos with usable tracings, comparable one-to-one with ``dice_*``).
 - Teacher agreement: mean per-frame Dice of student vs teacher over all frames of the split
   (frame-weighted; see :func:`metrics.teacher_agreement`).
+- Teacher masks are optional: a source the teacher did not label (an evaluation-only source)
+  gets the human-referenced scores only; every teacher-referenced key and column is then
+  *absent* (never 0 or NaN).
 
 Bad input
 ---------
 - A mask store not aligned with the frame store (frame count or fingerprint): ``ValueError``.
-- A traced row naming another file than its video row: ``ValueError`` (corrupt store).
+- A split absent from the store, a traced row naming another file than its video row, or no
+  scorable video at all: :class:`~echodfkd.errors.InputError`.
 - Per video, a recorded skip (column ``skip_reason``, "" when scored) for: no frames, no
   tracings, a missing phase, two tracings of one phase on different frames, a traced frame
   outside the video. Skipped videos get NaN in the human-referenced columns.
-- No video of the split scored at all: ``ValueError`` listing the reasons.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import math
+import os
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
 from . import metrics as M
+from . import pareto
+from .errors import InputError
 from .store import FrameStore, MaskStore, open_masks
+
+log = logging.getLogger(__name__)
 
 # Per-video columns that describe the video (shared by student and teacher tables).
 VIDEO_COLUMNS = ["FileName", "Split", "n_frames", "EF", "ed_frame", "es_frame"]
 
 
 def check_aligned(frames: FrameStore, masks: MaskStore, split: str | None = None) -> None:
-    """Raise ``ValueError`` unless ``masks`` was written for exactly ``frames`` (via open_masks)
-    and, when it covers only some splits (``attrs["splits"]``), covers ``split``."""
-    open_masks(masks.path, frames)
+    """Raise :class:`InputError` unless ``masks`` was written for exactly ``frames`` (frame
+    count and fingerprint) and, when it covers only some splits (``attrs["splits"]``), covers
+    ``split``."""
+    open_aligned(masks.path, frames)
     covered = masks.attrs.get("splits")
     if split is not None and covered is not None and split not in covered:
-        raise ValueError(f"mask store {masks.path!r} holds predictions for splits {covered} "
+        raise InputError(f"mask store {masks.path!r} holds predictions for splits {covered} "
                          f"only, not {split!r}: rerun its inference with that split")
+
+
+def open_aligned(path: str | os.PathLike, frames: FrameStore) -> MaskStore:
+    """:func:`store.open_masks` with its alignment errors raised as :class:`InputError`
+    (a missing store stays a ``FileNotFoundError``)."""
+    try:
+        return open_masks(path, frames)
+    except InputError:
+        raise
+    except ValueError as e:
+        raise InputError(str(e)) from e
 
 
 def _split_rows(frames: FrameStore, split: str) -> np.ndarray:
     splits = sorted(set(frames.index["Split"].astype(str)))
     if split not in splits:
-        raise ValueError(f"split {split!r} not in {frames.path!r} (splits there: {splits})")
+        raise InputError(f"split {split!r} not in {frames.path!r} (splits there: {splits}): "
+                         f"pick one of those splits in params.yaml")
     return np.flatnonzero((frames.index["Split"] == split).to_numpy())
 
 
 def _check_threshold(threshold: float) -> None:
     if not 0.0 < float(threshold) < 1.0:
-        raise ValueError(f"threshold must be in (0, 1), got {threshold!r}")
+        raise InputError(f"threshold must be in (0, 1), got {threshold!r}: fix "
+                         f"evaluate.threshold in params.yaml")
 
 
 def _tracings_by_video(frames: FrameStore) -> dict[int, list[tuple[str, int, int]]]:
@@ -77,7 +108,7 @@ def _tracings_by_video(frames: FrameStore) -> dict[int, list[tuple[str, int, int
         v = int(r.video)
         if not 0 <= v < len(names) or names[v] != str(r.FileName):
             got = names[v] if 0 <= v < len(names) else "<no such row>"
-            raise ValueError(f"{frames.path!r}: traced row for {r.FileName!r} points at video "
+            raise InputError(f"{frames.path!r}: traced row for {r.FileName!r} points at video "
                              f"row {v} ({got!r}): the store is corrupt, rerun ingest")
         out.setdefault(v, []).append((str(r.phase), int(r.frame), int(r.row)))
     return out
@@ -124,24 +155,36 @@ def _mean(*columns: pd.Series) -> float:
     return float(v.mean()) if v.size else float("nan")
 
 
+def _geometry(rec: dict, phase: str, mask: np.ndarray) -> float:
+    """Store length_<phase> (px) of a binary (H, W) mask in ``rec``; return its volume px^3."""
+    _, length, volume = M.lv_geometry(mask)
+    rec[f"length_{phase.lower()}"] = length
+    return volume
+
+
 def evaluate_source(frames: FrameStore, pred: MaskStore, *, teacher: MaskStore | None,
                     split: str, threshold: float, progress: bool = True
                     ) -> tuple[pd.DataFrame, dict]:
     """Score ``pred`` on the videos of ``split`` (see the module docstring for the rules).
 
     ``pred``, ``teacher``: mask stores aligned with ``frames`` (uint8 p*255 (N, 112, 112)),
-    binarised at ``threshold``. Returns ``(per_video, summary)``:
+    binarised at ``threshold``; ``teacher`` None for a source without teacher masks.
+    Returns ``(per_video, summary)``:
 
     - ``per_video``: one row per video of the split, columns FileName, Split, n_frames, EF
       (FileList, %), ed_frame, es_frame (traced), dice_ed, dice_es, pred_ed_frame,
-      pred_es_frame, afd_ed, afd_es (frames), area_ed, area_es (pixels), ef_pred (area EF of the
-      prediction, %), ef_traced (area EF of the tracings, %), skip_reason; with a teacher also
-      teacher_ref_ed_frame, teacher_ref_es_frame, afd_ed_teacher, afd_es_teacher,
+      pred_es_frame, afd_ed, afd_es (frames), area_ed, area_es (whole mask, pixels),
+      length_ed, length_es (long axis of the largest component, px), edv, esv (area-length
+      volumes, px^3), ef_pred (volume EF of the prediction, %), ef_area_pred (area EF, %),
+      ef_traced, ef_area_traced (the same two EFs of the tracings, %), skip_reason; with a
+      teacher also teacher_ref_ed_frame, teacher_ref_es_frame, afd_ed_teacher, afd_es_teacher,
       dice_ed_teacher_ref, dice_es_teacher_ref, agreement (mean per-frame Dice of the video).
     - ``summary``: flat floats/ints: n_videos (scored), n_skipped, n_frames, dice_ed, dice_es,
-      dice (mean over all ED and ES values), afd_ed, afd_es, afd, ef_r, ef_mae; with a teacher
-      also afd_ed_teacher, afd_es_teacher, afd_teacher, dice_ed_teacher_ref,
-      dice_es_teacher_ref, dice_teacher_ref, agreement. Undefined values are NaN.
+      dice (mean over all ED and ES values), afd_ed, afd_es, afd, ef_r, ef_mae (volume EF vs
+      FileList EF), ef_area_r, ef_area_mae (area EF vs FileList EF), tracing_ef_r,
+      tracing_ef_mae (volume EF of the tracings vs FileList EF); with a teacher also
+      afd_ed_teacher, afd_es_teacher, afd_teacher, dice_ed_teacher_ref, dice_es_teacher_ref,
+      dice_teacher_ref, agreement. Undefined values (e.g. r of fewer than 2 videos) are NaN.
     """
     _check_threshold(threshold)
     check_aligned(frames, pred, split)
@@ -183,19 +226,24 @@ def evaluate_source(frames: FrameStore, pred: MaskStore, *, teacher: MaskStore |
             rec["skip_reason"] = reason
             records.append(rec)
             continue
-        traced_area = {}
+        traced_area, volume, traced_volume = {}, {}, {}
         for phase, (f, row) in chosen.items():
             p = phase.lower()
             traced = frames.traced_masks[row] > 0
             traced_area[phase] = int(traced.sum())
+            traced_volume[phase] = M.lv_geometry(traced)[2]
             rec[f"dice_{p}"] = M.dice(s_bin[f], traced)
             rec[f"pred_{p}_frame"] = M.find_phase_frame(s_area, f, phase)
             rec[f"afd_{p}"] = abs(rec[f"pred_{p}_frame"] - f)
             rec[f"area_{p}"] = int(s_area[f])
+            volume[phase] = _geometry(rec, phase, s_bin[f])
             if teacher is not None:
                 rec[f"dice_{p}_teacher_ref"] = M.dice(s_bin[f], t_bin[f])
-        rec["ef_pred"] = M.ef_from_areas(rec["area_ed"], rec["area_es"])
-        rec["ef_traced"] = M.ef_from_areas(traced_area["ED"], traced_area["ES"])
+        rec["edv"], rec["esv"] = volume["ED"], volume["ES"]
+        rec["ef_pred"] = M.ef_from_volumes(volume["ED"], volume["ES"])
+        rec["ef_area_pred"] = M.ef_from_areas(rec["area_ed"], rec["area_es"])
+        rec["ef_traced"] = M.ef_from_volumes(traced_volume["ED"], traced_volume["ES"])
+        rec["ef_area_traced"] = M.ef_from_areas(traced_area["ED"], traced_area["ES"])
         rec["skip_reason"] = ""
         records.append(rec)
 
@@ -203,8 +251,9 @@ def evaluate_source(frames: FrameStore, pred: MaskStore, *, teacher: MaskStore |
     scored = df[df["skip_reason"] == ""]
     if len(scored) == 0:
         reasons = Counter(df["skip_reason"].astype(str)) if len(df) else {"no videos": 1}
-        raise ValueError(f"no video of split {split!r} in {frames.path!r} could be scored "
-                         f"against tracings: {dict(reasons)}")
+        raise InputError(f"no video of split {split!r} in {frames.path!r} could be scored "
+                         f"against tracings: {dict(reasons)}; evaluate a split with tracings")
+    ef = _floats(scored["EF"])
     summary = {
         "n_videos": int(len(scored)),
         "n_skipped": int(len(df) - len(scored)),
@@ -215,8 +264,12 @@ def evaluate_source(frames: FrameStore, pred: MaskStore, *, teacher: MaskStore |
         "afd_ed": _mean(scored["afd_ed"]),
         "afd_es": _mean(scored["afd_es"]),
         "afd": _mean(scored["afd_ed"], scored["afd_es"]),
-        "ef_r": M.pearson_r(_floats(scored["ef_pred"]), _floats(scored["EF"])),
-        "ef_mae": M.mae(_floats(scored["ef_pred"]), _floats(scored["EF"])),
+        "ef_r": M.pearson_r(_floats(scored["ef_pred"]), ef),
+        "ef_mae": M.mae(_floats(scored["ef_pred"]), ef),
+        "ef_area_r": M.pearson_r(_floats(scored["ef_area_pred"]), ef),
+        "ef_area_mae": M.mae(_floats(scored["ef_area_pred"]), ef),
+        "tracing_ef_r": M.pearson_r(_floats(scored["ef_traced"]), ef),
+        "tracing_ef_mae": M.mae(_floats(scored["ef_traced"]), ef),
     }
     if teacher is not None:
         withf = df[df["n_frames"] > 0]
@@ -234,7 +287,8 @@ def evaluate_source(frames: FrameStore, pred: MaskStore, *, teacher: MaskStore |
 
 
 _STUDENT_COLUMNS = ["dice_ed", "dice_es", "pred_ed_frame", "pred_es_frame", "afd_ed", "afd_es",
-                    "area_ed", "area_es", "ef_pred", "ef_traced"]
+                    "area_ed", "area_es", "length_ed", "length_es", "edv", "esv", "ef_pred",
+                    "ef_area_pred", "ef_traced", "ef_area_traced"]
 _TEACHER_COLUMNS = ["teacher_ref_ed_frame", "teacher_ref_es_frame", "afd_ed_teacher",
                     "afd_es_teacher", "dice_ed_teacher_ref", "dice_es_teacher_ref", "agreement"]
 
@@ -284,7 +338,8 @@ def evaluate_agreement(frames: FrameStore, pred: MaskStore, teacher: MaskStore, 
             count += d.size
         records.append(rec)
     if count == 0:
-        raise ValueError(f"split {split!r} of {frames.path!r} has no frames")
+        raise InputError(f"split {split!r} of {frames.path!r} has no frames: pick a split "
+                         f"with videos")
     df = pd.DataFrame.from_records(records, columns=["FileName", "Split", "n_frames", "agreement"])
     return df, {"agreement": total / count, "n_videos": int(len(df)), "n_frames": int(count)}
 
@@ -342,6 +397,11 @@ class OverlayPanel:
 
 
 def _example_videos(frames: FrameStore, split: str, n_videos: int):
+    if n_videos < 0:
+        raise InputError(f"the number of example videos must be >= 0, got {n_videos}: fix "
+                         f"evaluate.n_examples in params.yaml")
+    if n_videos == 0:
+        return
     tracings = _tracings_by_video(frames)
     for i in _split_rows(frames, split):
         v = frames.index.iloc[i]
@@ -356,7 +416,7 @@ def _example_videos(frames: FrameStore, split: str, n_videos: int):
 
 
 def area_panels(frames: FrameStore, pred: MaskStore, *, teacher: MaskStore | None, split: str,
-                threshold: float, n_videos: int = 4) -> list[AreaPanel]:
+                threshold: float, n_videos: int) -> list[AreaPanel]:
     """Area curves of the first ``n_videos`` scorable videos of ``split`` (for plots/CSV)."""
     _check_threshold(threshold)
     panels = []
@@ -375,7 +435,8 @@ def area_panels(frames: FrameStore, pred: MaskStore, *, teacher: MaskStore | Non
 
 def area_curves_table(panels: list[AreaPanel]) -> pd.DataFrame:
     """Long table for ``dvc plots``: step (running row), video, frame, student_area,
-    teacher_area (NaN without teacher), traced ("ED"/"ES"/"")."""
+    teacher_area (pixels; the column is absent when no panel has a teacher curve), traced
+    ("ED"/"ES"/"")."""
     parts = []
     for p in panels:
         t = np.arange(p.student.size)
@@ -387,7 +448,9 @@ def area_curves_table(panels: list[AreaPanel]) -> pd.DataFrame:
             "teacher_area": (p.teacher.astype(np.float64) if p.teacher is not None
                              else np.full(t.size, np.nan)),
             "traced": traced}))
-    cols = ["step", "video", "frame", "student_area", "teacher_area", "traced"]
+    with_teacher = any(p.teacher is not None for p in panels)
+    cols = ["step", "video", "frame", "student_area"] + (["teacher_area"] if with_teacher
+                                                         else []) + ["traced"]
     if not parts:
         return pd.DataFrame(columns=cols)
     df = pd.concat(parts, ignore_index=True)
@@ -396,7 +459,7 @@ def area_curves_table(panels: list[AreaPanel]) -> pd.DataFrame:
 
 
 def overlay_panels(frames: FrameStore, pred: MaskStore, *, teacher: MaskStore | None,
-                   split: str, threshold: float, n_videos: int = 3) -> list[OverlayPanel]:
+                   split: str, threshold: float, n_videos: int) -> list[OverlayPanel]:
     """ED and ES frames of the first ``n_videos`` scorable videos with their masks."""
     _check_threshold(threshold)
     panels = []
@@ -411,3 +474,143 @@ def overlay_panels(frames: FrameStore, pred: MaskStore, *, teacher: MaskStore | 
                 student=s,
                 teacher=M.binarize(teacher.masks[g], threshold) if teacher is not None else None))
     return panels
+
+
+# --------------------------------------------------------------------------- one student's report
+
+# Teacher-vs-human scores reported as teacher_<key> beside the student's.
+TEACHER_KEYS = ("dice_ed", "dice_es", "dice", "afd_ed", "afd_es", "afd", "ef_r", "ef_mae",
+                "ef_area_r", "ef_area_mae")
+COST_KEYS = ("weights", "flops")
+
+
+def source_key(source: str, split: str) -> str:
+    """``<source>_<split in lower case>``, the suffix of the ``agreement_*`` metric keys."""
+    return f"{source}_{split.lower()}"
+
+
+@dataclass
+class AgreementSet:
+    """A second source (usually the unlabelled one) on which only teacher agreement is
+    measured: its frames, the student's and the teacher's masks, and the split."""
+
+    source: str
+    split: str
+    frames: FrameStore
+    pred: MaskStore
+    teacher: MaskStore
+
+
+@dataclass
+class StudentReport:
+    """Everything the evaluate stage writes for one student (see :func:`write_report`).
+
+    ``metrics``: flat dict of finite numbers only; ``undefined``: the keys left out of it
+    because their value is undefined (NaN, e.g. a correlation over fewer than 2 videos);
+    ``per_video``: student (and ``teacher_``-prefixed teacher) columns per video;
+    ``curves``: :func:`area_curves_table`; ``point``: the Pareto record
+    (:func:`echodfkd.pareto.point_record`).
+    """
+
+    metrics: dict
+    undefined: list[str]
+    per_video: pd.DataFrame
+    curves: pd.DataFrame
+    area_panels: list[AreaPanel]
+    overlay_panels: list[OverlayPanel]
+    point: dict
+
+
+def finite_only(d: dict) -> tuple[dict, list[str]]:
+    """Split a flat dict into (its entries with a finite number or a non-float value, JSON
+    ready, and the keys whose value is NaN/inf/None), so undefined scores are absent keys."""
+    kept, dropped = {}, []
+    for k, v in json_ready(d).items():
+        (dropped.append(k) if v is None else kept.__setitem__(k, v))
+    return kept, dropped
+
+
+def load_cost(path: str | os.PathLike, keys: tuple[str, ...]) -> dict:
+    """Read a cost JSON object (``cost.json`` of the train or teacher stage) and check it holds
+    numbers under ``keys``; errors name the file and the missing keys."""
+    path = Path(path)
+    try:
+        d = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path}: not valid JSON ({e}): rerun the stage that wrote it") from e
+    missing = [k for k in keys if not isinstance(d.get(k) if isinstance(d, dict) else None,
+                                                 (int, float))]
+    if missing:
+        raise InputError(f"{path}: no number under {missing}: rerun the stage that wrote it "
+                         f"(the train stage writes weights, flops and "
+                         f"{'/'.join(pareto.ARCH)})")
+    return d
+
+
+def report_student(name: str, frames: FrameStore, pred: MaskStore, *, source: str, split: str,
+                   teacher: MaskStore | None, agreement: AgreementSet | None,
+                   student_cost: dict, teacher_cost: dict | None, threshold: float,
+                   n_examples: int, progress: bool = True) -> StudentReport:
+    """Score one student on ``source``/``split`` and assemble its report.
+
+    ``teacher``: the teacher's masks of ``source`` or None (an evaluation-only source: no
+    ``teacher_*``, ``*_teacher``, ``*_teacher_ref`` nor ``agreement_<source>_<split>`` keys).
+    ``agreement``: a second source for ``agreement_<source>_<split>`` or None (no teacher masks
+    there); when it names the evaluated source and split, the agreement already measured is
+    used. ``student_cost``: weights, flops and the architecture (:data:`pareto.ARCH`);
+    ``teacher_cost``: weights/flops or None (teacher given as outputs only); teacher costs are
+    reported only beside teacher scores. ``n_examples``: videos in the area/overlay plots.
+    """
+    df, summary = evaluate_source(frames, pred, teacher=teacher, split=split,
+                                  threshold=threshold, progress=progress)
+    agreements = {}
+    if "agreement" in summary:
+        agreements[f"agreement_{source_key(source, split)}"] = summary["agreement"]
+    if agreement is not None:
+        key = f"agreement_{source_key(agreement.source, agreement.split)}"
+        if key not in agreements:
+            _, a = evaluate_agreement(agreement.frames, agreement.pred, agreement.teacher,
+                                      agreement.split, threshold, progress)
+            agreements[key] = a["agreement"]
+    scores = {k: v for k, v in summary.items() if k != "agreement"} | agreements
+    point = pareto.point_record(name, **{k: student_cost[k] for k in pareto.ARCH},
+                                weights=student_cost["weights"], flops=student_cost["flops"],
+                                summary=summary, **agreements)
+    if teacher is not None:
+        tdf, tsum = evaluate_source(frames, teacher, teacher=None, split=split,
+                                    threshold=threshold, progress=progress)
+        scores.update(prefixed(tsum, "teacher_", TEACHER_KEYS))
+        df = merge_per_video(df, tdf)
+    scores.update({k: student_cost[k] for k in COST_KEYS})
+    if teacher is not None and teacher_cost is not None:
+        scores.update({"teacher_" + k: teacher_cost[k] for k in COST_KEYS if k in teacher_cost})
+    metrics, undefined = finite_only(scores)
+    kw = dict(teacher=teacher, split=split, threshold=threshold, n_videos=n_examples)
+    panels = area_panels(frames, pred, **kw)
+    return StudentReport(metrics=metrics, undefined=undefined, per_video=df,
+                         curves=area_curves_table(panels), area_panels=panels,
+                         overlay_panels=overlay_panels(frames, pred, **kw), point=point)
+
+
+def write_report(out: str | os.PathLike, report: StudentReport) -> Path:
+    """Write ``report`` into the folder ``out``, replacing it as a whole (built under
+    ``<out>.partial``, then renamed: nothing of an older report survives):
+    metrics.json, per_video.csv, area_curves.csv, point.json, plots/area_curves.png,
+    plots/overlays.png. Returns ``out``."""
+    import shutil
+
+    from . import plots
+    from .store import commit, partial_path
+
+    out = Path(out)
+    tmp = partial_path(out)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    (tmp / "metrics.json").write_text(json.dumps(report.metrics, indent=2) + "\n")
+    (tmp / "per_video.csv").write_text(report.per_video.to_csv(index=False))
+    (tmp / "area_curves.csv").write_text(report.curves.to_csv(index=False))
+    pareto.write_point(tmp / "point.json", report.point)
+    plots.plot_area_curves(tmp / "plots" / "area_curves.png", report.area_panels)
+    plots.plot_overlays(tmp / "plots" / "overlays.png", report.overlay_panels)
+    commit(tmp, out)
+    return out

@@ -1,4 +1,5 @@
-"""Evaluation metrics on masks and mask-area curves (design.md §4). Pure numpy.
+"""Evaluation metrics on masks and mask-area curves (docs/design.md §4). Pure numpy (plus
+OpenCV's connected components for :func:`lv_geometry`).
 
 Conventions used throughout:
 
@@ -12,6 +13,8 @@ Conventions used throughout:
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -105,11 +108,11 @@ def find_phase_frame(area: np.ndarray, reference_frame: int, phase: str = "ES") 
     ``area``: (T,) mask area per frame (pixels; any real dtype). ``reference_frame``: 0-based
     frame index in [0, T). ``phase``: "ES" or "ED".
 
-    Procedure (design.md §4): z-score the curve (s = a for ES, s = -a for ED); take the runs of
-    consecutive frames where s is strictly below its median; choose the run nearest the reference
-    frame, the distance of a run being 0 if the reference lies inside it, else the distance from
-    the reference to the run's first or last frame, whichever is smaller (ties: the earlier run);
-    return the argmin of s in that run (ties: the earliest frame).
+    Procedure (docs/design.md §4): z-score the curve (s = a for ES, s = -a for ED); take the
+    runs of consecutive frames where s is strictly below its median; choose the run nearest the
+    reference frame, the distance of a run being 0 if the reference lies inside it, else the
+    distance from the reference to the run's first or last frame, whichever is smaller (ties:
+    the earlier run); return the argmin of s in that run (ties: the earliest frame).
 
     Degenerate curve: when no frame is strictly below the median (e.g. a constant curve, as from a
     model that predicts nothing), the global argmin of s is returned (frame 0 for a constant
@@ -152,18 +155,116 @@ def afd(area: np.ndarray, reference_frame: int, phase: str = "ES") -> int:
     return abs(find_phase_frame(area, reference_frame, phase) - int(reference_frame))
 
 
+def _ejection_fraction(ed, es):
+    ed = np.asarray(ed, dtype=np.float64)
+    es = np.asarray(es, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ef = np.where(ed > 0, 100.0 * (ed - es) / np.where(ed > 0, ed, 1.0), np.nan)
+    return float(ef) if ef.ndim == 0 else ef
+
+
 def ef_from_areas(a_ed, a_es):
-    """Area-based ejection fraction 100 * (A_ED - A_ES) / A_ED, in percent.
+    """Area-based ejection fraction 100 * (A_ED - A_ES) / A_ED, in percent (the paper's EF).
 
     ``a_ed``, ``a_es``: scalars or same-shape arrays of mask areas (pixels). Where A_ED is 0 the
     result is NaN. Returns a float (or float64 array). Note this is an *area* EF; the FileList EF
-    is volume-based, so expect a strong correlation but a biased absolute value.
+    is volume-based, so expect a strong correlation but a biased absolute value (area shrinks
+    less than volume: on the phantom the area EF is about half the volume EF).
     """
-    a_ed = np.asarray(a_ed, dtype=np.float64)
-    a_es = np.asarray(a_es, dtype=np.float64)
+    return _ejection_fraction(a_ed, a_es)
+
+
+def ef_from_volumes(edv, esv):
+    """Volume-based ejection fraction 100 * (EDV - ESV) / EDV, in percent, as in FileList.csv.
+
+    ``edv``, ``esv``: scalars or same-shape arrays of volumes in any one unit (e.g. px^3 from
+    :func:`lv_geometry`; the unit cancels). Where EDV is 0 the result is NaN.
+    """
+    return _ejection_fraction(edv, esv)
+
+
+def area_length_volume(area, length):
+    """Single-plane area-length volume V = 8 A^2 / (3 pi L).
+
+    ``area``: mask area (px^2), ``length``: LV long axis (px); scalars or same-shape arrays.
+    Returns px^3 (float or float64 array); 0 where L is 0 (an empty mask). Exact for a prolate
+    ellipsoid of revolution cut through its axis: A = pi a b, L = 2a gives 4/3 pi a b^2.
+    """
+    area = np.asarray(area, dtype=np.float64)
+    length = np.asarray(length, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
-        ef = np.where(a_ed > 0, 100.0 * (a_ed - a_es) / np.where(a_ed > 0, a_ed, 1.0), np.nan)
-    return float(ef) if ef.ndim == 0 else ef
+        v = np.where(length > 0, 8.0 * area ** 2 / (3.0 * math.pi * np.where(length > 0, length,
+                                                                               1.0)), 0.0)
+    return float(v) if v.ndim == 0 else v
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest 8-connected component of a binary (H, W) mask, bool (H, W).
+
+    Ties between equal-sized components: the one whose first pixel comes first in row-major
+    order. An empty mask is returned empty.
+    """
+    import cv2
+
+    m = _as_bool(mask, "mask")
+    if m.ndim != 2:
+        raise ValueError(f"largest_component expects one (H, W) mask, got shape {m.shape}")
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(m.astype(np.uint8), connectivity=8)
+    if n <= 2:  # background only, or one component
+        return m.copy()
+    keep = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    return labels == keep
+
+
+def long_axis(mask: np.ndarray) -> float:
+    """LV long axis L in pixels: the extent of a binary (H, W) mask along its principal axis.
+
+    How L is measured. The LV cavity of an A4C view is a bullet from the apex (top of the
+    sector) to the mitral annulus; the clinical long axis runs from the apex to the midpoint of
+    the annulus, i.e. along the bullet's axis of symmetry, and spans the whole cavity along that
+    axis. For an elongated mask that axis is the *principal axis* (eigenvector of the largest
+    eigenvalue of the covariance of the pixel coordinates), so::
+
+        e  = principal axis (unit vector, from the pixel centres (row, col))
+        L  = max_i <p_i, e> - min_i <p_i, e> + 1
+
+    over the pixel centres p_i; the + 1 (one pixel pitch) makes an axis-aligned rectangle of h
+    rows measure exactly h. Properties: the apex is the extreme pixel along e and the flat
+    annulus end projects onto the other extreme, whose mid-point lies on e for a symmetric
+    bullet, so L is the apex-to-mid-annulus distance; tilt does not matter.
+
+    Alternatives rejected: the farthest pair of boundary points (maximum Feret diameter) runs
+    from the apex to a basal *corner*, too long by sqrt(1 + (W/2L)^2) (3% at W/L = 0.5; a
+    rectangle gives its diagonal); apex = farthest point from the annulus mid-point needs the
+    annulus, which a predicted mask does not mark. A stray island of a predicted mask would
+    stretch any extent, so :func:`lv_geometry` measures the largest connected component.
+
+    ``mask``: bool or 0/1 (H, W), rows = y, columns = x. Returns 0.0 for an empty mask.
+    """
+    m = _as_bool(mask, "mask")
+    if m.ndim != 2:
+        raise ValueError(f"long_axis expects one (H, W) mask, got shape {m.shape}")
+    pts = np.argwhere(m).astype(np.float64)
+    if pts.shape[0] == 0:
+        return 0.0
+    centred = pts - pts.mean(axis=0)
+    cov = centred.T @ centred
+    _, vecs = np.linalg.eigh(cov)          # eigenvalues ascending: last column = principal axis
+    proj = centred @ vecs[:, -1]
+    return float(proj.max() - proj.min() + 1.0)
+
+
+def lv_geometry(mask: np.ndarray) -> tuple[int, float, float]:
+    """(area px, long axis px, area-length volume px^3) of one binary LV mask (H, W).
+
+    The largest 8-connected component is measured (:func:`largest_component`): area = its
+    pixel count, L = :func:`long_axis` of it, V = :func:`area_length_volume` (A, L). An empty
+    mask gives (0, 0.0, 0.0). EF from these volumes is unit-free; px^3 are not mL.
+    """
+    lv = largest_component(mask)
+    area = int(lv.sum())
+    length = long_axis(lv)
+    return area, length, area_length_volume(area, length)
 
 
 def _paired(x, y) -> tuple[np.ndarray, np.ndarray]:

@@ -1,10 +1,12 @@
-"""Pareto report over a grid of student sizes.
+"""Pareto report over the students of the ``students:`` table of params.yaml.
 
-Each grid point leaves one small JSON file (see :func:`point_record`), e.g.
-``{"name": "b3_l3_h12", "blocks": 3, "layers_per_block": 3, "hidden": 12, "weights": 612345,
-"flops": 123456789, "dice": 0.91, "dice_ed": ..., "dice_es": ..., "afd_ed": ..., "afd_es": ...,
-"agreement": ..., "dice_teacher_ref": ..., "afd_ed_teacher": ..., ...}``; weights are trainable
-parameters, flops are per 112x112 frame, Dice in [0, 1], aFD in frames.
+Each student's evaluate stage leaves ``<reports>/<name>/point.json`` (see
+:func:`point_record`), e.g. ``{"name": "b3-l1-h3", "blocks": 3, "layers_per_block": 1,
+"hidden": 3, "weights": 44995, "flops": 60000000, "dice": 0.91, "dice_ed": ..., "dice_es": ...,
+"afd_ed": ..., "afd_es": ..., "ef_r": ..., "dice_teacher_ref": ..., "afd_ed_teacher": ...,
+"agreement_real_test": ..., ...}``; weights are trainable parameters, flops are per 112x112
+frame, Dice in [0, 1], aFD in frames. Undefined scores, and the teacher-referenced ones of a
+source without teacher masks, are absent keys.
 """
 
 from __future__ import annotations
@@ -18,31 +20,38 @@ import numpy as np
 import pandas as pd
 
 from . import metrics as M
+from .errors import InputError
 
 REQUIRED = ("name", "weights", "flops", "dice")
 ARCH = ("blocks", "layers_per_block", "hidden")
 # Score keys copied from an evaluate_source summary into a point record.
 POINT_SCORES = ("dice", "dice_ed", "dice_es", "afd", "afd_ed", "afd_es", "ef_r", "ef_mae",
-                "agreement", "dice_teacher_ref", "dice_ed_teacher_ref", "dice_es_teacher_ref",
-                "afd_teacher", "afd_ed_teacher", "afd_es_teacher", "n_videos")
+                "ef_area_r", "ef_area_mae", "agreement", "dice_teacher_ref",
+                "dice_ed_teacher_ref", "dice_es_teacher_ref", "afd_teacher", "afd_ed_teacher",
+                "afd_es_teacher", "n_videos")
 # (human-referenced, model-referenced) score pairs whose ranks across students should agree.
 DEFAULT_PAIRS = (("dice", "dice_teacher_ref"), ("dice", "agreement"),
                  ("afd_ed", "afd_ed_teacher"), ("afd_es", "afd_es_teacher"))
 
 
+def _defined(v) -> bool:
+    return v is not None and not (isinstance(v, (float, np.floating)) and not math.isfinite(v))
+
+
 def point_record(name: str, *, blocks: int, layers_per_block: int, hidden: int, weights: int,
                  flops: int, summary: dict, **extra) -> dict:
-    """The JSON record of one grid point: architecture, cost and the scores of ``summary``
-    (an :func:`echodfkd.evaluate.evaluate_source` summary; keys in ``POINT_SCORES``), NaN as
-    None. ``extra`` adds further flat keys (e.g. ``agreement_synthetic_test``)."""
+    """The JSON record of one student: architecture, cost and the scores of ``summary``
+    (an :func:`echodfkd.evaluate.evaluate_source` summary; keys in ``POINT_SCORES``).
+    ``extra`` adds further flat keys (e.g. ``agreement_synthetic_test``). Undefined (NaN or
+    None) scores are left out: an absent key, never a NaN."""
     rec = {"name": str(name), "blocks": int(blocks), "layers_per_block": int(layers_per_block),
            "hidden": int(hidden), "weights": int(weights), "flops": int(flops)}
     for k in POINT_SCORES:
         if k in summary:
             rec[k] = summary[k]
     rec.update(extra)
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else
-                v.item() if isinstance(v, np.generic) else v) for k, v in rec.items()}
+    return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in rec.items()
+            if _defined(v)}
 
 
 def write_point(path: str | os.PathLike, record: dict) -> None:
@@ -51,38 +60,93 @@ def write_point(path: str | os.PathLike, record: dict) -> None:
     write_text_atomic(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
-def grid_names(blocks: list[int], layers_per_block: list[int], hidden: list[int]) -> list[str]:
-    """Names of the grid points ``b<blocks>-l<layers>-h<hidden>`` (as ``dvc.yaml`` names the
-    ``pareto`` matrix stages), in grid order."""
-    return [f"b{b}-l{l}-h{h}" for b in blocks for l in layers_per_block for h in hidden]
+def table(tokens: list[str]) -> dict[str, dict[str, str | bool]]:
+    """Parse a params dict of dicts as DVC unpacks it into a command line.
+
+    ``${students}`` with ``students: {student: {blocks: 3, skip: true, bias: false}}`` becomes
+    ``--student.blocks 3 --student.skip``: every option is ``--<name>.<key>`` followed by its
+    value(s); the name is everything before the last dot. Booleans: a bare flag is ``True``;
+    DVC's default drops a false one (an absent key means false or unset), its
+    ``boolean_optional`` mode writes ``--no-<name>.<key>`` (parsed as ``False``). Lists: their
+    words (``nargs`` mode) or repeated options (``append`` mode) are joined into one
+    space-separated string. Returns ``{name: {key: value}}`` in command-line order; a token
+    that is not ``--<name>.<key>`` where one is expected raises :class:`InputError`.
+    """
+    out: dict[str, dict[str, str | bool]] = {}
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        head, dot, key = tok[2:].rpartition(".")
+        if not tok.startswith("--") or not dot or not head or not key:
+            raise InputError(f"students table: expected --<name>.<key>, got {tok!r} (the "
+                             f"table comes from params.yaml `students:` through ${{students}})")
+        j = i + 1
+        while j < len(tokens) and not tokens[j].startswith("--"):
+            j += 1
+        values = " ".join(tokens[i + 1:j])
+        value: str | bool = values if values else True
+        if value is True and head.startswith("no-"):
+            head, value = head[3:], False
+        row = out.setdefault(head, {})
+        if key in row and isinstance(row[key], str) and isinstance(value, str):
+            value = f"{row[key]} {value}"
+        row[key] = value
+        i = j
+    return out
 
 
-def load_points(directory: str | os.PathLike, names: list[str]) -> list[dict]:
-    """Read ``<name>.json`` from ``directory`` for each of ``names`` (all must exist), in that
-    order; each dict gets ``source`` (its file)."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise FileNotFoundError(f"points directory {str(directory)!r} does not exist")
-    files = [directory / f"{n}.json" for n in names]
+def point_file(reports: str | os.PathLike, name: str) -> Path:
+    """``<reports>/<name>/point.json``, where the evaluate stage of student ``name`` writes."""
+    return Path(reports) / name / "point.json"
+
+
+def stale_reports(reports: str | os.PathLike, names: list[str]) -> list[str]:
+    """Sub-folders of ``reports`` that are not named in ``names`` (reports of students no
+    longer in the table, which DVC leaves on disk), sorted."""
+    d = Path(reports)
+    return sorted(p.name for p in d.iterdir() if p.is_dir() and p.name not in names) \
+        if d.is_dir() else []
+
+
+def load_points(reports: str | os.PathLike, names: list[str]) -> list[dict]:
+    """Read :func:`point_file` of each of ``names`` (all must exist), in that order; each dict
+    gets ``source`` (its file). A missing or malformed file raises :class:`InputError`."""
+    files = [point_file(reports, n) for n in names]
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
-        raise FileNotFoundError(f"grid points {missing} do not exist: run their stages "
-                                f"(dvc repro) or remove them from the grid")
+        raise InputError(f"student reports {missing} do not exist: run their evaluate stages "
+                         f"(dvc repro) or remove the students from params.yaml")
     rows = []
-    for f in files:
+    for n, f in zip(names, files):
         try:
             d = json.loads(f.read_text())
         except json.JSONDecodeError as e:
-            raise ValueError(f"{f}: not valid JSON ({e})") from e
+            raise InputError(f"{f}: not valid JSON ({e}): rerun evaluate@{n}") from e
         if not isinstance(d, dict):
-            raise ValueError(f"{f}: expected a JSON object, got {type(d).__name__}")
+            raise InputError(f"{f}: expected a JSON object, got {type(d).__name__}: "
+                             f"rerun evaluate@{n}")
+        if d.get("name") != n:
+            raise InputError(f"{f}: its record is named {d.get('name')!r}, not {n!r}: "
+                             f"rerun evaluate@{n}")
         d.setdefault("source", str(f))
         rows.append(d)
     return rows
 
 
+def check_against_table(rows: list[dict], students: dict[str, dict]) -> None:
+    """Raise :class:`InputError` when a point's architecture (:data:`ARCH`) disagrees with the
+    students table (a stale report): the message names the file, key and both values."""
+    for r in rows:
+        want = students.get(r["name"], {})
+        for k in ARCH:
+            if k in want and k in r and str(r[k]) != str(want[k]):
+                raise InputError(f"{r.get('source')}: {k} is {r[k]} but params.yaml says "
+                                 f"{want[k]} for student {r['name']!r}: rerun "
+                                 f"evaluate@{r['name']} (dvc repro)")
+
+
 def collect(rows: list[dict], *, score: str = "dice") -> pd.DataFrame:
-    """One row per grid point, sorted by weights then name, with Pareto flags.
+    """One row per student (point record), sorted by weights then name, with Pareto flags.
 
     Checks each row has ``REQUIRED`` keys with finite positive weights/FLOPs and unique names
     (errors quote the row's name and ``source``). Adds bool columns ``pareto_weights``
@@ -90,25 +154,25 @@ def collect(rows: list[dict], *, score: str = "dice") -> pd.DataFrame:
     ``pareto`` (optimal for weights and FLOPs jointly). A NaN/None score is never optimal.
     """
     if not rows:
-        raise ValueError("no grid points to collect")
+        raise InputError("no students to collect: the students table of params.yaml is empty")
     seen: dict[str, str] = {}
     for r in rows:
-        where = f"grid point {r.get('name', '?')!r} ({r.get('source', 'no file')})"
+        where = f"student {r.get('name', '?')!r} ({r.get('source', 'no file')})"
         missing = [k for k in REQUIRED if k not in r]
         if missing:
-            raise ValueError(f"{where} lacks keys {missing}")
+            raise InputError(f"{where} lacks keys {missing}: rerun its evaluate stage")
         for k in ("weights", "flops"):
             v = r[k]
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-                raise ValueError(f"{where}: {k} must be a positive number, got {v!r}")
+                raise InputError(f"{where}: {k} must be a positive number, got {v!r}")
         name = str(r["name"])
         if name in seen:
-            raise ValueError(f"{where}: name {name!r} already used by {seen[name]}")
+            raise InputError(f"{where}: name {name!r} already used by {seen[name]}")
         seen[name] = str(r.get("source", "no file"))
     df = pd.DataFrame.from_records(rows)
     df["name"] = df["name"].astype(str)
     if score not in df:
-        raise ValueError(f"score {score!r} not in the grid points' keys {sorted(df.columns)}")
+        raise InputError(f"score {score!r} not in the point records' keys {sorted(df.columns)}")
     numeric = [c for c in df.columns if c not in ("name", "source")]
     for c in numeric:
         converted = pd.to_numeric(df[c], errors="coerce")
@@ -124,39 +188,87 @@ def collect(rows: list[dict], *, score: str = "dice") -> pd.DataFrame:
     return df
 
 
-def rank_agreement(df: pd.DataFrame, pairs=DEFAULT_PAIRS) -> dict[str, float]:
+def rank_agreement(df: pd.DataFrame, pairs=DEFAULT_PAIRS) -> tuple[dict[str, float], list[str]]:
     """Spearman rho across students between each human-referenced score and its
-    model-referenced counterpart: ``{"rho_<human>_vs_<model>": rho}`` (pairs with a missing
-    column are left out; NaN when fewer than 2 students have both)."""
-    return {f"rho_{h}_vs_{m}": M.spearman_rho(df[h], df[m])
-            for h, m in pairs if h in df and m in df}
+    model-referenced counterpart: ``({"rho_<human>_vs_<model>": rho}, notes)``. A pair is
+    left out, with a note saying why, when its columns are absent (no student has a
+    teacher-referenced score: the evaluated source has no teacher masks) or fewer than 2
+    students have both values."""
+    out, notes = {}, []
+    for h, m in pairs:
+        if h not in df or m not in df or df[m].isna().all():
+            notes.append(f"rho_{h}_vs_{m} skipped: no student has {m!r} (the evaluated source "
+                         f"has no teacher masks)" if h in df else
+                         f"rho_{h}_vs_{m} skipped: no student has {h!r}")
+            continue
+        rho = M.spearman_rho(df[h], df[m])
+        if math.isfinite(rho):
+            out[f"rho_{h}_vs_{m}"] = rho
+        else:
+            notes.append(f"rho_{h}_vs_{m} undefined: fewer than 2 students with both scores, "
+                         f"or one side constant")
+    return out, notes
 
 
-def teacher_point(metrics: dict, prefix: str = "teacher_") -> dict:
+def teacher_point(metrics: dict, prefix: str = "teacher_") -> dict | None:
     """The teacher's reference point ``{"name": "teacher", "weights", "flops", <scores>}``
-    from an evaluate-stage metrics dict whose teacher keys carry ``prefix``."""
+    from an evaluate-stage metrics dict whose teacher keys carry ``prefix``; None when it has
+    no teacher score (the teacher does not cover the evaluated source)."""
     out = {"name": "teacher"}
     for k, v in metrics.items():
         if k.startswith(prefix):
             out[k[len(prefix):]] = v
-    return out
+    return out if set(out) - {"name", "weights", "flops"} else None
 
 
-def report_summary(df: pd.DataFrame, teacher: dict | None, *, score: str = "dice",
-                   pairs=DEFAULT_PAIRS) -> dict:
-    """Flat summary: n_points, n_pareto, best_<score> and its weights, teacher_<score>,
-    gap (teacher minus best student score) and the rank correlations of
-    :func:`rank_agreement`. NaN where undefined."""
+def read_teacher_point(metrics_file: str | os.PathLike) -> dict | None:
+    """:func:`teacher_point` of the main student's ``metrics.json`` (a missing file is a
+    ``FileNotFoundError``, a malformed one an :class:`InputError` naming it)."""
+    path = Path(metrics_file)
+    try:
+        d = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path}: not valid JSON ({e}): rerun its evaluate stage") from e
+    if not isinstance(d, dict):
+        raise InputError(f"{path}: expected a JSON object: rerun its evaluate stage")
+    return teacher_point(d)
+
+
+def report_summary(df: pd.DataFrame, teacher: dict | None, *, main: str,
+                   score: str = "dice", pairs=DEFAULT_PAIRS) -> tuple[dict, list[str]]:
+    """Flat summary of a :func:`collect` table and its notes (why keys are absent).
+
+    Keys: n_points, n_pareto (optimal for weights), best_student, best_<score>, best_weights,
+    main_<score> (student ``main``), and with a teacher score teacher_<score>, gap_best
+    (teacher minus best student) and gap_main (teacher minus main student), then the rank
+    correlations of :func:`rank_agreement`. Undefined values are absent keys.
+    """
+    notes = []
     s = df[score].to_numpy(np.float64)
     ok = np.isfinite(s)
-    best = int(np.flatnonzero(ok)[np.argmax(s[ok])]) if ok.any() else None
+    out: dict = {"n_points": int(len(df)), "n_pareto": int(df["pareto_weights"].sum())}
+    if ok.any():
+        best = int(np.flatnonzero(ok)[np.argmax(s[ok])])
+        out.update({"best_student": str(df["name"].iloc[best]), f"best_{score}": float(s[best]),
+                    "best_weights": int(df["weights"].iloc[best])})
+    main_rows = np.flatnonzero(df["name"].to_numpy() == main)
+    if not main_rows.size:
+        raise InputError(f"main student {main!r} is not in the students table "
+                         f"{df['name'].tolist()}: fix --main / params.yaml")
+    main_score = float(s[main_rows[0]])
+    if math.isfinite(main_score):
+        out[f"main_{score}"] = main_score
     t = teacher.get(score) if teacher else None
-    t = float(t) if t is not None else math.nan
-    best_score = float(s[best]) if best is not None else math.nan
-    out = {"n_points": int(len(df)), "n_pareto": int(df["pareto_weights"].sum()),
-           f"best_{score}": best_score,
-           "best_weights": int(df["weights"].iloc[best]) if best is not None else None,
-           "best_name": str(df["name"].iloc[best]) if best is not None else None,
-           f"teacher_{score}": t, "gap": t - best_score}
-    out.update(rank_agreement(df, pairs))
-    return out
+    if t is not None and math.isfinite(float(t)):
+        out[f"teacher_{score}"] = float(t)
+        if f"best_{score}" in out:
+            out["gap_best"] = float(t) - out[f"best_{score}"]
+        if f"main_{score}" in out:
+            out["gap_main"] = float(t) - out[f"main_{score}"]
+    else:
+        notes.append(f"teacher_{score}, gap_best and gap_main absent: the main student's "
+                     f"metrics.json has no teacher_{score} (no teacher masks on the evaluated "
+                     f"source)")
+    rho, rho_notes = rank_agreement(df, pairs)
+    out.update(rho)
+    return out, notes + rho_notes

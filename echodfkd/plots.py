@@ -1,5 +1,7 @@
-"""Report figures (PNG). matplotlib is imported inside the functions and drawn with the Agg
-canvas on a private ``Figure`` (no pyplot global state, no backend chosen at import).
+"""Report figures (PNG) of the evaluate and pareto_report stages (docs/design.md §4).
+
+matplotlib is imported inside the functions and drawn with the Agg canvas on a private
+``Figure`` (no pyplot global state, no backend chosen at import).
 Every function writes its PNG atomically (to ``<name>.tmp.png``, then ``os.replace``).
 """
 
@@ -74,7 +76,8 @@ def plot_area_curves(path: str | os.PathLike, panels: list[AreaPanel]) -> Path:
         for phase, f in p.human.items():
             ax.axvline(f, color=HUMAN_COLOR, ls="--", lw=1)
             ax.text(f, ax.get_ylim()[1], f" {phase}", color=HUMAN_COLOR, va="top", fontsize=8)
-        ax.set_title(p.name, fontsize=9)
+        ax.set_title(p.name if p.teacher is not None else f"{p.name} (no teacher masks)",
+                     fontsize=9)
         ax.set_xlabel("frame")
         ax.set_ylabel("mask area (px)")
         ax.legend(fontsize=7, loc="lower right")
@@ -127,10 +130,12 @@ def plot_pareto(path: str | os.PathLike, df: pd.DataFrame, *, score: str = "dice
         ax.scatter(front[cost], front[score], color=STUDENT_COLOR, label="Pareto-optimal")
         ax.step(front[cost], front[score], where="post", color=STUDENT_COLOR, lw=1)
         _label_front(ax, front[cost], front[score], front["name"])
-        if teacher is not None and teacher.get(cost) and teacher.get(score) is not None:
-            ax.scatter([teacher[cost]], [teacher[score]], marker="*", s=160,
-                       color=TEACHER_COLOR, label="teacher", zorder=3)
-            ax.axhline(teacher[score], color=TEACHER_COLOR, ls=":", lw=1)
+        if teacher is not None and teacher.get(score) is not None:
+            ax.axhline(teacher[score], color=TEACHER_COLOR, ls=":", lw=1,
+                       label=None if teacher.get(cost) else "teacher (cost unknown)")
+            if teacher.get(cost):
+                ax.scatter([teacher[cost]], [teacher[score]], marker="*", s=160,
+                           color=TEACHER_COLOR, label="teacher", zorder=3)
         if len(df) and (df[cost] > 0).all():
             ax.set_xscale("log")
         ax.set_xlabel(xlabel)
@@ -145,9 +150,12 @@ def plot_pareto(path: str | os.PathLike, df: pd.DataFrame, *, score: str = "dice
 def plot_reference_agreement(path: str | os.PathLike, df: pd.DataFrame,
                              pairs: list[tuple[str, str]]) -> Path:
     """Human-referenced score (x) against model-referenced score (y) across students, one
-    panel per (human_column, model_column) pair, each titled with Spearman's rho."""
-    pairs = [(h, m) for h, m in pairs if h in df and m in df]
-    fig, axes = _panel_grid(len(pairs), 2, 5, 4, "no score pairs available")
+    panel per (human_column, model_column) pair, each titled with Spearman's rho. Pairs whose
+    columns are absent (or all NaN) are left out; with none left the figure says why."""
+    pairs = [(h, m) for h, m in pairs if h in df and m in df and df[m].notna().any()]
+    fig, axes = _panel_grid(len(pairs), 2, 5, 4,
+                            "no teacher-referenced scores:\nthe evaluated source has no "
+                            "teacher masks")
     for ax, (h, m) in zip(axes, pairs):
         rho = M.spearman_rho(df[h], df[m])
         ax.scatter(df[h], df[m], color=STUDENT_COLOR)

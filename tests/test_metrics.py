@@ -139,6 +139,87 @@ def test_ef_from_areas():
     np.testing.assert_allclose(M.ef_from_areas([200, 0], [50, 0]), [75.0, np.nan])
 
 
+def test_ef_from_volumes():
+    assert M.ef_from_volumes(120.0, 48.0) == pytest.approx(60.0)
+    np.testing.assert_allclose(M.ef_from_volumes([100, 0], [100, 5]), [0.0, np.nan])
+
+
+# ---------------------------------------------------------------- area-length volumes
+
+YY, XX = np.mgrid[:112, :112].astype(float)
+
+
+def ellipse(a: float, b: float, degrees: float = 0.0, cy: float = 56.3, cx: float = 55.7):
+    """Pixels whose centre lies in the ellipse of semi-axes a (long, along the rows when
+    degrees = 0) and b, rotated by ``degrees``."""
+    t = np.deg2rad(degrees)
+    u = (YY - cy) * np.cos(t) + (XX - cx) * np.sin(t)
+    v = -(YY - cy) * np.sin(t) + (XX - cx) * np.cos(t)
+    return (u / a) ** 2 + (v / b) ** 2 <= 1
+
+
+def test_area_length_volume_formula():
+    # prolate ellipsoid of revolution a=30, b=15: A = pi a b, L = 2a -> V = 4/3 pi a b^2
+    a, b = 30.0, 15.0
+    sphere_like = 4 / 3 * math.pi * a * b * b
+    assert M.area_length_volume(math.pi * a * b, 2 * a) == pytest.approx(sphere_like)
+    assert M.area_length_volume(3 * math.pi, 8.0) == pytest.approx(8 * 9 * math.pi / 24)  # 3 pi
+    assert M.area_length_volume(0, 0) == 0.0
+    np.testing.assert_allclose(M.area_length_volume([0, 4], [0, 2]), [0, 64 / (3 * math.pi)])
+
+
+def test_rectangle_geometry_is_exact():
+    m = np.zeros((112, 112), bool)
+    m[20:70, 40:60] = True                      # 50 rows x 20 columns
+    area, length, volume = M.lv_geometry(m)
+    assert area == 1000 and length == pytest.approx(50.0)
+    assert volume == pytest.approx(8 * 1000 ** 2 / (3 * math.pi * 50))      # 8 h w^2 / (3 pi)
+    assert M.long_axis(m.T) == pytest.approx(50.0)                         # lying rectangle
+
+
+@pytest.mark.parametrize("degrees", [0.0, 30.0, 65.0, 90.0])
+def test_ellipse_volume_within_one_percent(degrees):
+    a, b = 30.0, 15.0
+    area, length, volume = M.lv_geometry(ellipse(a, b, degrees))
+    assert area == pytest.approx(math.pi * a * b, rel=0.01)     # 1413.7 px
+    assert length == pytest.approx(2 * a, abs=1.0)              # 60 px, whatever the tilt
+    assert volume == pytest.approx(4 / 3 * math.pi * a * b * b, rel=0.01)   # 28274 px^3
+
+
+def test_bullet_long_axis_is_apex_to_mid_annulus():
+    # apex pixel at row 20 (a half-ellipse cap of height 15, half-width 8, centred on column
+    # 56) on a 17-px-wide body (columns 48..64) down to the flat annulus at row 69
+    m = ellipse(15, 8, cy=35.0, cx=56.0) & (YY <= 35)
+    m[35:70, 48:65] = True
+    assert m[20, 56] and not m[19].any() and m[69].sum() == 17
+    assert M.long_axis(m) == pytest.approx(69 - 20 + 1)               # 50 px, apex to base
+    # the farthest pair of pixels (max Feret) runs from the apex to a basal corner:
+    # sqrt(49^2 + 8^2) + 1 = 50.65 px, 1.3% too long
+    pts = np.argwhere(m).astype(float)
+    feret = np.sqrt(((pts[:, None] - pts[None]) ** 2).sum(-1)).max() + 1
+    assert feret == pytest.approx(math.hypot(49, 8) + 1)
+
+
+def test_lv_geometry_measures_the_largest_component():
+    m = ellipse(30, 15)
+    speck = m.copy()
+    speck[0:3, 0:3] = True                       # a stray island far from the LV
+    assert M.lv_geometry(speck) == M.lv_geometry(m)
+    assert M.lv_geometry(np.zeros((112, 112), bool)) == (0, 0.0, 0.0)
+    one = np.zeros((5, 5), bool)
+    one[2, 2] = True
+    assert M.lv_geometry(one) == (1, 1.0, pytest.approx(8 / (3 * math.pi)))
+
+
+def test_volume_ef_of_scaled_ellipses():
+    # ES = ED shrunk by 0.8 in both axes: volumes scale by 0.8^3, EF = 100 (1 - 0.512) = 48.8
+    edv = M.lv_geometry(ellipse(30, 15))[2]
+    esv = M.lv_geometry(ellipse(24, 12))[2]
+    assert M.ef_from_volumes(edv, esv) == pytest.approx(48.8, abs=1.0)
+    # the naive area EF of the same pair is 100 (1 - 0.64) = 36
+    assert M.ef_from_areas(ellipse(30, 15).sum(), ellipse(24, 12).sum()) == pytest.approx(36, abs=1)
+
+
 def test_pearson_mae_spearman_by_hand():
     x = [1, 2, 3, 4]
     assert M.pearson_r(x, [2, 4, 6, 8]) == pytest.approx(1.0)

@@ -1,4 +1,5 @@
 import json
+import logging
 import math
 import runpy
 from pathlib import Path
@@ -8,6 +9,7 @@ import pandas as pd
 import pytest
 
 from echodfkd import pareto
+from echodfkd.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,7 +47,7 @@ def test_collect_errors():
         pareto.collect([bad])
     with pytest.raises(ValueError, match="weights must be a positive number, got 0"):
         pareto.collect([dict(r[0], weights=0)])
-    with pytest.raises(ValueError, match="no grid points"):
+    with pytest.raises(InputError, match="no students"):
         pareto.collect([])
 
 
@@ -59,71 +61,147 @@ def test_collect_none_score_is_not_optimal():
 
 def test_rank_agreement_and_summary():
     df = pareto.collect(rows())
-    rho = pareto.rank_agreement(df)
+    rho, notes = pareto.rank_agreement(df)
     # both rank 1, 2.5, 2.5, 5, 4 (a tie in the middle): rho 1
     assert rho["rho_dice_vs_dice_teacher_ref"] == pytest.approx(1.0)
     assert rho["rho_afd_ed_vs_afd_ed_teacher"] == pytest.approx(1.0)
-    assert "rho_afd_es_vs_afd_es_teacher" not in rho
+    assert "rho_afd_es_vs_afd_es_teacher" not in rho and len(notes) == 1
     t = pareto.teacher_point({"teacher_dice": 0.92, "teacher_weights": 40_000_000,
                               "teacher_flops": 8e9, "dice": 0.5})
     assert t == {"name": "teacher", "dice": 0.92, "weights": 40_000_000, "flops": 8e9}
-    s = pareto.report_summary(df, t)
-    assert s["best_name"] == "b3_l3_h12" and s["best_dice"] == 0.9
-    assert s["gap"] == pytest.approx(0.02) and s["n_pareto"] == 3
+    s, notes = pareto.report_summary(df, t, main="b2_l1_h4")
+    assert s["best_student"] == "b3_l3_h12" and s["best_dice"] == 0.9
+    assert s["best_weights"] == 600_000 and s["n_pareto"] == 3 and s["n_points"] == 5
+    assert s["teacher_dice"] == 0.92 and s["main_dice"] == 0.8
+    assert s["gap_best"] == pytest.approx(0.02) and s["gap_main"] == pytest.approx(0.12)
+    assert s["rho_dice_vs_agreement"] == pytest.approx(1.0)
+    with pytest.raises(InputError, match="'nobody' is not in the students table"):
+        pareto.report_summary(df, t, main="nobody")
 
 
-def test_point_record_roundtrip(tmp_path):
-    rec = pareto.point_record("b1_l1_h4", blocks=1, layers_per_block=1, hidden=4,
+def test_summary_without_teacher_scores():
+    # the evaluated source has no teacher masks: no teacher-referenced score in any point,
+    # the main student's metrics have only teacher costs (or nothing) of the teacher
+    plain = [{k: v for k, v in r.items() if "teacher" not in k and k != "agreement"}
+             for r in rows()]
+    df = pareto.collect(plain)
+    assert pareto.teacher_point({"dice": 0.8, "teacher_weights": 5}) is None
+    s, notes = pareto.report_summary(df, None, main="b1_l1_h4")
+    assert s == {"n_points": 5, "n_pareto": 3, "best_student": "b3_l3_h12", "best_dice": 0.9,
+                 "best_weights": 600_000, "main_dice": 0.7}
+    assert len(notes) == 5 and "teacher_dice, gap_best and gap_main absent" in notes[0]
+    assert "rho_dice_vs_dice_teacher_ref skipped: no student has 'dice_teacher_ref'" in notes[1]
+
+
+def test_point_record_drops_undefined_scores(tmp_path):
+    rec = pareto.point_record("b1-l1-h4", blocks=1, layers_per_block=1, hidden=4,
                               weights=np.int64(1000), flops=2_000_000,
                               summary={"dice": np.float64(0.7), "ef_r": float("nan"),
                                        "unrelated": 3}, agreement_synthetic_test=0.8)
-    assert rec["ef_r"] is None and "unrelated" not in rec and rec["weights"] == 1000
-    pareto.write_point(tmp_path / "p" / "b1_l1_h4.json", rec)
-    loaded = pareto.load_points(tmp_path / "p", ["b1_l1_h4"])
-    assert loaded[0]["dice"] == 0.7 and loaded[0]["source"].endswith("b1_l1_h4.json")
-    (tmp_path / "p" / "broken.json").write_text("{")
-    with pytest.raises(ValueError, match="broken.json"):
-        pareto.load_points(tmp_path / "p", ["b1_l1_h4", "broken"])
+    assert rec == {"name": "b1-l1-h4", "blocks": 1, "layers_per_block": 1, "hidden": 4,
+                   "weights": 1000, "flops": 2_000_000, "dice": 0.7,
+                   "agreement_synthetic_test": 0.8}
+    assert type(rec["weights"]) is int and type(rec["dice"]) is float
+    pareto.write_point(pareto.point_file(tmp_path, "b1-l1-h4"), rec)
+    loaded = pareto.load_points(tmp_path, ["b1-l1-h4"])
+    assert loaded[0]["dice"] == 0.7 and loaded[0]["source"].endswith("b1-l1-h4/point.json")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "point.json").write_text("{")
+    with pytest.raises(InputError, match="broken/point.json: not valid JSON"):
+        pareto.load_points(tmp_path, ["b1-l1-h4", "broken"])
+    with pytest.raises(InputError, match=r"gone/point.json'\] do not exist"):
+        pareto.load_points(tmp_path, ["b1-l1-h4", "gone"])
+    assert pareto.stale_reports(tmp_path, ["b1-l1-h4"]) == ["broken"]
 
 
-def test_grid_names_and_named_points(tmp_path):
-    assert pareto.grid_names([3, 4], [1], [3, 4]) == ["b3-l1-h3", "b3-l1-h4", "b4-l1-h3",
-                                                      "b4-l1-h4"]
-    for n in ("b1-l1-h4", "old"):
-        pareto.write_point(tmp_path / f"{n}.json", {"name": n})
-    assert [r["name"] for r in pareto.load_points(tmp_path, ["b1-l1-h4"])] == ["b1-l1-h4"]
-    with pytest.raises(FileNotFoundError, match="b2-l1-h4.json"):
-        pareto.load_points(tmp_path, ["b1-l1-h4", "b2-l1-h4"])
+def test_table_parses_dvc_unpacked_dicts():
+    tokens = ["--student.blocks", "3", "--student.hidden", "6", "--b3-l1-h3.blocks", "3",
+              "--b3-l1-h3.skip", "--b3-l1-h3.hidden", "3", "--v1.2.sizes", "1", "2"]
+    assert pareto.table(tokens) == {
+        "student": {"blocks": "3", "hidden": "6"},
+        "b3-l1-h3": {"blocks": "3", "skip": True, "hidden": "3"},
+        "v1.2": {"sizes": "1 2"}}                          # the name is up to the last dot
+    assert pareto.table([]) == {}
+    with pytest.raises(InputError, match="expected --<name>.<key>, got 'stray'"):
+        pareto.table(["stray", "--a.b", "1"])
+    with pytest.raises(InputError, match="expected --<name>.<key>, got '--blocks'"):
+        pareto.table(["--blocks", "3"])
+    # DVC's other unpacking modes: boolean_optional and list append
+    assert pareto.table(["--no-s.skip", "--s.on", "--s.l", "1", "--s.l", "2"]) == {
+        "s": {"skip": False, "on": True, "l": "1 2"}}
 
 
-def _run_report(tmp_path, grid: list[str]):
+def test_check_against_table():
+    r = [dict(rows()[0], name="big", source="reports/big/point.json")]
+    pareto.check_against_table(r, {"big": {"blocks": "4", "hidden": "4"}})
+    with pytest.raises(InputError, match="big/point.json: hidden is 4 but params.yaml says 12"):
+        pareto.check_against_table(r, {"big": {"blocks": "4", "hidden": "12"}})
+
+
+STUDENTS = {"student": "b3_l3_h12", "b1-l1-h4": "b1_l1_h4", "b1-l2-h4": "b1_l1_h4",
+            "b2-l1-h4": "b2_l1_h4", "b2-l2-h4": "b2_l2_h4"}
+
+
+def write_reports(tmp_path, teacher_metrics: dict) -> list[str]:
+    """Student folders as the evaluate stages leave them (one more, 'old', for a student no
+    longer in the table); returns the students table as DVC unpacks it."""
+    by_name = {r["name"]: r for r in rows()}
+    tokens = []
+    for i, (n, like) in enumerate(STUDENTS.items()):
+        r = dict(by_name[like], name=n, weights=by_name[like]["weights"] + i)
+        pareto.write_point(pareto.point_file(tmp_path / "students", n), r)
+        tokens += [f"--{n}.blocks", str(r["blocks"]), f"--{n}.layers_per_block",
+                   str(r["layers_per_block"]), f"--{n}.hidden", str(r["hidden"]),
+                   f"--{n}.kernel_size", "3"]
+    pareto.write_point(pareto.point_file(tmp_path / "students", "old"),
+                       dict(rows()[0], name="old"))
+    (tmp_path / "students" / "student" / "metrics.json").write_text(json.dumps(
+        {"dice": 0.9, **teacher_metrics}))
+    return tokens
+
+
+def run_report(tmp_path, table: list[str]):
     main = runpy.run_path(str(ROOT / "stages" / "pareto_report.py"))["main"]
-    main(["--points", str(tmp_path / "points"), *grid,
-          "--teacher-metrics", str(tmp_path / "metrics.json"),
+    main(["--reports", str(tmp_path / "students"), "--main", "student",
           "--csv", str(tmp_path / "pareto.csv"), "--plot", str(tmp_path / "pareto.png"),
-          "--agreement-plot", str(tmp_path / "af.png"), "--summary", str(tmp_path / "s.json")])
+          "--agreement-plot", str(tmp_path / "af.png"), "--summary", str(tmp_path / "s.json"),
+          *table])
 
 
-def test_pareto_report_stage(tmp_path, capsys):
-    # The five rows() points as a grid b{1,2} x l{1,2} x h4 (b1-l2-h4 made up from b1-l1-h4)
-    # plus the main student; a point left behind by an older, larger grid must be ignored.
-    pts = tmp_path / "points"
-    names = {"b1_l1_h4": ["b1-l1-h4", "b1-l2-h4"], "b2_l1_h4": ["b2-l1-h4"],
-             "b2_l2_h4": ["b2-l2-h4"], "b3_l3_h12": ["student"], "b4_l4_h12": ["b9-l9-h9"]}
-    for r in rows():
-        for i, n in enumerate(names[r["name"]]):
-            pareto.write_point(pts / f"{n}.json", dict(r, name=n, weights=r["weights"] + i))
-    (tmp_path / "metrics.json").write_text(json.dumps(
-        {"teacher_dice": 0.92, "teacher_weights": 39_600_000, "teacher_flops": 7.8e9}))
-    grid = ["--blocks", "1", "2", "--layers_per_block", "1", "2", "--hidden", "4"]
-    _run_report(tmp_path, grid)
-    assert "ignoring ['b9-l9-h9']" in capsys.readouterr().out
+def test_pareto_report_stage(tmp_path, caplog):
+    table = write_reports(tmp_path, {"teacher_dice": 0.92, "teacher_weights": 39_600_000,
+                                     "teacher_flops": 7.8e9})
+    caplog.set_level(logging.INFO)
+    run_report(tmp_path, table)
+    assert "ignoring ['old']" in caplog.text
     df = pd.read_csv(tmp_path / "pareto.csv")
-    assert sorted(df["name"]) == ["b1-l1-h4", "b1-l2-h4", "b2-l1-h4", "b2-l2-h4", "student"]
+    assert sorted(df["name"]) == sorted(STUDENTS)
     assert df["pareto_weights"].sum() == 3 and "source" not in df
     for png in ("pareto.png", "af.png"):
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
     s = json.loads((tmp_path / "s.json").read_text())
-    assert s["best_dice"] == 0.9 and s["teacher_dice"] == 0.92
-    with pytest.raises(FileNotFoundError, match="b3-l1-h4.json"):
-        _run_report(tmp_path, ["--blocks", "1", "3", "--layers_per_block", "1", "--hidden", "4"])
+    assert (s["best_student"], s["best_dice"], s["teacher_dice"]) == ("student", 0.9, 0.92)
+    assert s["gap_best"] == pytest.approx(0.02) and s["gap_main"] == pytest.approx(0.02)
+    assert s["rho_dice_vs_dice_teacher_ref"] == pytest.approx(1.0)
+    # a student in the table without a report
+    with pytest.raises(InputError, match="b9-l9-h9/point.json"):
+        run_report(tmp_path, table + ["--b9-l9-h9.blocks", "9"])
+    # the table changed a student after its report was written
+    with pytest.raises(InputError, match="hidden is 4 but params.yaml says 8"):
+        run_report(tmp_path, [t if t != "4" else "8" for t in table])
+
+
+def test_pareto_report_stage_without_teacher_scores(tmp_path, caplog):
+    table = write_reports(tmp_path, {})
+    for n in STUDENTS:      # the evaluated source had no teacher masks
+        f = pareto.point_file(tmp_path / "students", n)
+        r = json.loads(f.read_text())
+        pareto.write_point(f, {k: v for k, v in r.items()
+                               if "teacher" not in k and k != "agreement"})
+    caplog.set_level(logging.INFO)
+    run_report(tmp_path, table)
+    s = json.loads((tmp_path / "s.json").read_text())
+    assert not [k for k in s if "teacher" in k or "gap" in k or k.startswith("rho_")]
+    assert s["main_dice"] == 0.9 and s["best_student"] == "student"
+    assert "rho_dice_vs_agreement skipped" in caplog.text
+    assert (tmp_path / "af.png").read_bytes()[:4] == b"\x89PNG"

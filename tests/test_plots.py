@@ -57,3 +57,16 @@ def test_reference_agreement_png(tmp_path):
              ("afd_es", "afd_es_teacher")]                # the last pair is absent: skipped
     assert is_png(plots.plot_reference_agreement(tmp_path / "a.png", grid_table(), pairs))
     assert is_png(plots.plot_reference_agreement(tmp_path / "b.png", grid_table(), []))
+
+
+def test_pareto_png_teacher_without_cost(tmp_path):
+    # a teacher given as outputs only: its Dice is known, its weights and FLOPs are not
+    teacher = {"name": "teacher", "dice": 0.92}
+    assert is_png(plots.plot_pareto(tmp_path / "p.png", grid_table(), teacher=teacher))
+
+
+def test_reference_agreement_png_without_teacher_scores(tmp_path):
+    df = grid_table().drop(columns=["dice_teacher_ref", "afd_ed_teacher"])
+    df["agreement"] = np.nan                        # present but empty: skipped too
+    pairs = [("dice", "dice_teacher_ref"), ("dice", "agreement"), ("afd_ed", "afd_ed_teacher")]
+    assert is_png(plots.plot_reference_agreement(tmp_path / "a.png", df, pairs))
