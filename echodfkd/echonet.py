@@ -10,13 +10,25 @@ A source folder holds::
 
 Readers never drop a row silently: every row they refuse comes back as a :class:`Skip`
 (which file, which line, why). Line numbers are 1-based lines of the CSV file, the header
-being line 1, so that ``sed -n <row>p FileList.csv`` shows the row.
+being line 1, blank lines counted, so that ``sed -n <row>p FileList.csv`` shows the row.
+
+Row or file? A bad *row* (bad Split, EF, FileName, duplicate; a bad traced frame) is a skip:
+one bad row among 10,000 must not stop a run, it is recorded, and bad FileList rows count
+against ``ingest.max_bad_fraction`` so that a systematic problem still stops the stage. A
+file that cannot be read as the expected CSV at all (not UTF-8, a row with more fields than
+the header, no header, a missing required column) raises :class:`echodfkd.errors.InputError`
+naming the file and line: its rows cannot be assigned to columns reliably.
+
+Tracings with several annotators (docs/design.md §2): see :func:`split_tracing`.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,19 +36,24 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from echodfkd.errors import InputError
 from echodfkd.store import FRAME_SIZE
 
 FILELIST_REQUIRED = ["FileName", "EF", "Split"]
 FILELIST_NUMERIC = ["EF", "ESV", "EDV", "FrameHeight", "FrameWidth", "FPS", "NumberOfFrames"]
 TRACINGS_REQUIRED = ["FileName", "X1", "Y1", "X2", "Y2", "Frame"]
 SKIP_COLUMNS = ["FileName", "file", "row", "kind", "reason"]
+SPLITS = ("TRAIN", "VAL", "TEST", "EXTRA")  # EXTRA: EchoNet-Synthetic's extra samples
+EF_RANGE = (0.0, 100.0)                      # EF is a percentage
+CHORDS = 20                                   # chords of a complete tracing (after the long axis)
+TRACING_POLICIES = ("first", "last", "largest")
 
 # Skip kinds that mean a FileList row did not become a video in the store (they count
 # against ``max_bad_fraction``); the others drop less (a traced frame) or nothing.
 BAD_KINDS = ("filelist", "missing", "video", "ground_truth")
 
 
-class VideoError(ValueError):
+class VideoError(InputError):
     """A video file that cannot be decoded (unreadable, truncated, no frames)."""
 
 
@@ -47,8 +64,10 @@ class Skip:
     ``kind`` is one of: ``filelist`` (bad FileList row), ``missing`` (video file absent),
     ``video`` (undecodable video), ``ground_truth`` (bad GroundTruth file), ``tracing``
     (traced frame dropped), ``extra`` (video on disk not in FileList, ignored), ``note``
-    (recorded inconsistency, nothing dropped). ``row`` is the 1-based line in ``file``
-    (header = line 1) or None when the item is not a CSV row.
+    (recorded inconsistency; the item is used: e.g. a traced frame split into several
+    annotators' tracings of which one was used, or an incomplete tracing used as it is).
+    ``row`` is the 1-based line in ``file`` (header = line 1) or None when the item is not a
+    CSV row.
     """
 
     file_name: str
@@ -74,7 +93,7 @@ def _strip_avi(name: str) -> str:
     return name[:-4] if name.lower().endswith(".avi") else name
 
 
-def _name_problem(name: str) -> str | None:
+def name_problem(name: str) -> str | None:
     """Why ``name`` cannot be a file name directly inside ``Videos/`` (None if it can)."""
     if name == "":
         return "empty FileName"
@@ -88,30 +107,79 @@ def _name_problem(name: str) -> str | None:
 def safe_video_path(root: str | os.PathLike, file_name: str) -> Path:
     """``root/Videos/<file_name>.avi`` (``.avi`` added unless present).
 
-    Raises ValueError for a name that would resolve outside ``root/Videos`` (``../x``,
-    ``a/b``, absolute paths, empty names).
+    Raises InputError (a ValueError) for a name that would resolve outside ``root/Videos``
+    (``../x``, ``a/b``, absolute paths, empty names).
     """
     name = _strip_avi(str(file_name))
-    problem = _name_problem(name)
+    problem = name_problem(name)
     if problem:
-        raise ValueError(f"{problem} (root {str(root)!r})")
+        raise InputError(f"{problem} (root {str(root)!r}): use the bare file name")
     videos = Path(root) / "Videos"
     path = videos / f"{name}.avi"
     if path.parent != videos:
-        raise ValueError(f"FileName {file_name!r} would leave {str(videos)!r}")
+        raise InputError(f"FileName {file_name!r} would leave {str(videos)!r}: use the bare "
+                         f"file name")
     return path
 
 
-def _read_csv(path: Path, required: list[str]) -> pd.DataFrame:
+def _too_many_fields(path: Path, text: str) -> None:
+    """Raise InputError naming the first line of ``text`` with more fields than its header."""
+    reader = csv.reader(io.StringIO(text))
+    width = None
+    for fields in reader:
+        if width is None:
+            width = len(fields)
+        elif len(fields) > width:
+            raise InputError(
+                f"{str(path)!r} line {reader.line_num} has {len(fields)} fields but the header "
+                f"has {width}: quote values that contain a comma, or remove the extra field(s)")
+
+
+def _data_lines(text: str, n_rows: int) -> np.ndarray:
+    """1-based file line of each data row (pandas skips blank lines), int64 (n_rows,).
+
+    Falls back to ``row index + 2`` when quoted fields span lines (rows are not lines then).
+    """
+    lines = np.flatnonzero([bool(line.strip()) for line in re.split(r"\r\n|\n|\r", text)]) + 1
+    if len(lines) == n_rows + 1:
+        return lines[1:].astype(np.int64)
+    return np.arange(n_rows, dtype=np.int64) + 2
+
+
+def _read_csv(path: Path, required: list[str]) -> tuple[pd.DataFrame, np.ndarray]:
+    """Read a CSV that must have the ``required`` columns.
+
+    Returns the DataFrame (FileName/Split as str) and each row's 1-based line in the file.
+    Raises FileNotFoundError when it is absent and InputError (naming the file, the line or
+    column, and the fix) when it is not UTF-8, has a row with more fields than the header,
+    is empty or lacks a required column: such a file cannot be read row by row reliably.
+    """
     if not path.exists():
         raise FileNotFoundError(f"{str(path)!r} does not exist")
-    df = pd.read_csv(path, dtype={"FileName": str, "Split": str}, keep_default_na=False,
-                     na_values=["", "NaN", "nan", "NA", "N/A", "null"])
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise InputError(
+            f"{str(path)!r} line {line} is not valid UTF-8 (byte 0x{data[e.start]:02x} at "
+            f"offset {e.start}): save the file as UTF-8") from None
+    try:
+        df = pd.read_csv(io.StringIO(text), dtype={"FileName": str, "Split": str},
+                         keep_default_na=False,
+                         na_values=["", "NaN", "nan", "NA", "N/A", "null"])
+    except pd.errors.EmptyDataError:
+        raise InputError(f"{str(path)!r} is empty: it needs a header line with the columns "
+                         f"{required}") from None
+    except pd.errors.ParserError as e:
+        _too_many_fields(path, text)
+        raise InputError(f"{str(path)!r} is not a readable CSV ({e}): fix the file") from None
     missing = [c for c in required if c not in df.columns]
     if missing:
-        raise ValueError(
-            f"{str(path)!r} lacks required column(s) {missing}; it has {list(df.columns)}")
-    return df
+        raise InputError(
+            f"{str(path)!r} lacks required column(s) {missing}; it has {list(df.columns)}: "
+            f"add them to the header (comma-separated)")
+    return df, _data_lines(text, len(df))
 
 
 def _numeric(df: pd.DataFrame, column: str) -> pd.Series:
@@ -123,35 +191,51 @@ def read_filelist(path: str | os.PathLike) -> tuple[pd.DataFrame, list[Skip]]:
     """Read an EchoNet ``FileList.csv``.
 
     Returns ``(filelist, skips)``. ``filelist`` has one row per usable video, in file order:
-    FileName (str, no ``.avi``), Split (str, upper case: TRAIN/VAL/TEST/EXTRA/...), the
-    float64 columns ``FILELIST_NUMERIC`` (NaN where the file lacks the column; ESV/EDV may
-    be 0 as in EchoNet-Synthetic) and ``row`` (1-based line in the file). Rows with a
-    missing or non-numeric EF, a missing Split, a FileName that is empty, a path (``../x``,
-    ``a/b``, absolute) or a duplicate of an earlier row are returned as skips of kind
-    ``filelist``. A missing required column (FileName, EF, Split) raises ValueError.
+    FileName (str, no ``.avi``), Split (str, upper case, one of ``SPLITS``: TRAIN, VAL,
+    TEST, EXTRA), the float64 columns ``FILELIST_NUMERIC`` (NaN where the file lacks the
+    column; ESV/EDV may be 0 as in EchoNet-Synthetic) and ``row`` (1-based line in the
+    file). Refused rows come back as skips of kind ``filelist`` (they count against
+    ``max_bad_fraction``):
+
+    - a FileName that is empty, a path (``../x``, ``a/b``, absolute) or a duplicate;
+    - an EF that is missing, not a number or outside 0-100 (EF is a percentage: such a value
+      is a typo or another unit, and it would corrupt the EF scores; the row is refused like
+      a missing EF rather than kept with a wrong value);
+    - a Split that is empty or not one of ``SPLITS`` (case-insensitive): a typo such as
+      ``TRIAN`` or ``VALIDATION`` would otherwise store a video that training, fitting and
+      evaluation silently never select.
+
+    A file that cannot be read as a CSV, or lacks a required column (FileName, EF, Split),
+    raises InputError (see the module docstring).
     """
     path = Path(path)
-    df = _read_csv(path, FILELIST_REQUIRED)
+    df, lines = _read_csv(path, FILELIST_REQUIRED)
     out = pd.DataFrame({
         "FileName": df["FileName"].fillna("").astype(str).str.strip().map(_strip_avi),
         "Split": df["Split"].fillna("").astype(str).str.strip().str.upper(),
     })
     for c in FILELIST_NUMERIC:
         out[c] = _numeric(df, c) if c in df.columns else np.nan
-    out["row"] = np.arange(len(df), dtype=np.int64) + 2
+    out["row"] = lines
     skips: list[Skip] = []
     keep = np.ones(len(out), dtype=bool)
     first_row: dict[str, int] = {}
     raw_ef = df["EF"].astype(str).tolist()
     for i, (name, split, ef, row) in enumerate(
             zip(out["FileName"], out["Split"], out["EF"], out["row"])):
-        reason = _name_problem(name)
+        reason = name_problem(name)
         if reason is None and name in first_row:
             reason = f"duplicate FileName {name!r} (first on line {first_row[name]})"
         if reason is None and not math.isfinite(ef):
-            reason = f"EF {raw_ef[i]!r} is not a number"
+            reason = f"EF {raw_ef[i]!r} is not a number: give the ejection fraction in %"
+        if reason is None and not EF_RANGE[0] <= ef <= EF_RANGE[1]:
+            reason = (f"EF {ef:g} is outside {EF_RANGE[0]:g}-{EF_RANGE[1]:g}: give the "
+                      f"ejection fraction in %")
         if reason is None and split == "":
-            reason = "Split is empty"
+            reason = f"Split is empty: use one of {', '.join(SPLITS)}"
+        if reason is None and split not in SPLITS:
+            reason = (f"Split {split!r} is not one of {', '.join(SPLITS)} (case-insensitive): "
+                      f"fix the typo, or the video is never used")
         if reason is not None:
             keep[i] = False
             skips.append(Skip(name, path.name, int(row), "filelist", reason))
@@ -165,23 +249,24 @@ def read_tracings(path: str | os.PathLike) -> pd.DataFrame:
 
     Returns FileName (str, no ``.avi``), X1, Y1, X2, Y2 (float64 pixel coordinates, x =
     column, y = row; NaN where unreadable), Frame (float64 so that a missing frame stays
-    NaN) and ``row`` (1-based line in the file), in file order. A missing required
-    column raises ValueError naming the file.
+    NaN) and ``row`` (1-based line in the file), in file order. An unreadable file or a
+    missing required column raises InputError naming the file.
     """
     path = Path(path)
-    df = _read_csv(path, TRACINGS_REQUIRED)
+    df, lines = _read_csv(path, TRACINGS_REQUIRED)
     out = pd.DataFrame({
         "FileName": df["FileName"].fillna("").astype(str).str.strip().map(_strip_avi)})
     for c in ("X1", "Y1", "X2", "Y2", "Frame"):
         out[c] = _numeric(df, c)
-    out["row"] = np.arange(len(df), dtype=np.int64) + 2
+    out["row"] = lines
     return out
 
 
 @dataclass
 class TracedFrame:
     """A traced frame: ``frame`` (0-based, within the video), ``phase`` "ED" or "ES",
-    ``mask`` uint8 (112, 112) 0/1 (rows = y, columns = x), ``row`` (first CSV line)."""
+    ``mask`` uint8 (112, 112) 0/1 (rows = y, columns = x), ``row`` (first CSV line of the
+    tracing used)."""
 
     frame: int
     phase: str
@@ -228,9 +313,11 @@ def fill_polygon(r: np.ndarray, c: np.ndarray,
 
 def tracing_polygon_mask(x1: np.ndarray, y1: np.ndarray, x2: np.ndarray, y2: np.ndarray,
                          shape: tuple[int, int] = (FRAME_SIZE, FRAME_SIZE)) -> np.ndarray:
-    """EchoNet's LV mask of one traced frame, uint8 ``shape`` 0/1.
+    """EchoNet's LV mask of one 21-row tracing by position (as the original code), uint8
+    ``shape`` 0/1.
 
-    Inputs are the frame's rows in file order; row 0 (the long axis) is not used. The
+    Inputs are the tracing's rows in file order; row 0 (the long axis) is not used (for
+    frames with several tracings, see :func:`split_tracing`). The
     polygon is (X1, Y1) of rows 1.. then (X2, Y2) of rows 1.. reversed, rounded to the
     nearest pixel (``np.rint``) and filled as ``skimage.draw.polygon`` does.
     """
@@ -239,20 +326,204 @@ def tracing_polygon_mask(x1: np.ndarray, y1: np.ndarray, x2: np.ndarray, y2: np.
     return fill_polygon(np.rint(y), np.rint(x), shape)
 
 
-def tracing_masks(tracings: pd.DataFrame, n_frames: int, *,
-                  source: str = "VolumeTracings.csv") -> tuple[list[TracedFrame], list[Skip]]:
-    """Masks of one video's traced frames, and the frames refused.
+def chords_polygon_mask(chords: np.ndarray, width: int = FRAME_SIZE, height: int = FRAME_SIZE,
+                        shape: tuple[int, int] = (FRAME_SIZE, FRAME_SIZE)) -> np.ndarray:
+    """EchoNet's LV mask from a tracing's chords, uint8 ``shape`` 0/1 (rows = y, cols = x).
 
-    ``tracings`` are that video's rows of :func:`read_tracings` (any order within a frame
-    is kept as in the file); ``n_frames`` is the decoded video length. Each traced frame
-    uses all of its rows after the first (several annotators give more than 21 rows).
-    Refused with a ``tracing`` skip: a missing/non-integer Frame, a frame outside
-    ``[0, n_frames)``, NaN coordinates, fewer than 3 chord rows, an empty polygon, a lone
-    usable traced frame (ED and ES cannot be told apart) and traced frames beyond the two
-    kept. Of the usable frames the one with the largest area is ED and the one with the
-    smallest ES (ties: earliest in the file). Returns ``([], skips)`` for a video without
-    tracings, otherwise the ED and ES frames sorted by frame number.
+    ``chords`` float (k, 4): X1, Y1, X2, Y2 of the chords in file order, in the pixels of a
+    ``width`` x ``height`` video. The polygon is (X1, Y1) of every chord then (X2, Y2) in
+    reverse order. When the video is not 112x112 its frames are resized to 112x112, so the
+    vertices are mapped the same way (pixel centres: ``x' = (x + 0.5) * 112 / width - 0.5``,
+    ``y' = (y + 0.5) * 112 / height - 0.5``, as ``cv2.resize`` maps them); then rounded to
+    the nearest pixel (``np.rint``) and filled as ``skimage.draw.polygon`` does.
     """
+    chords = np.asarray(chords, dtype=np.float64)
+    x = np.concatenate([chords[:, 0], chords[::-1, 2]])
+    y = np.concatenate([chords[:, 1], chords[::-1, 3]])
+    if (width, height) != (FRAME_SIZE, FRAME_SIZE):
+        x = (x + 0.5) * (FRAME_SIZE / width) - 0.5
+        y = (y + 0.5) * (FRAME_SIZE / height) - 0.5
+    return fill_polygon(np.rint(y), np.rint(x), shape)
+
+
+# Geometry of one tracing (docs/design.md §2): the long axis runs from the apex to the mid
+# annulus; every chord is perpendicular to it and crosses it between its ends.
+_PERPENDICULAR = 0.5  # |cos| below this: perpendicular enough (more than 60 degrees apart)
+_PARALLEL = 0.866     # |cos| above this: parallel enough (less than 30 degrees apart)
+_MARGIN = 0.15        # slack at the axis' ends and sides, as a fraction of its length
+
+
+def chord_matrix(xy: np.ndarray) -> np.ndarray:
+    """``C[i, j]`` is True when row ``j`` is a chord of row ``i`` taken as a long axis.
+
+    ``xy`` float64 (n, 4): X1, Y1, X2, Y2 in the video's own pixels (angles are measured
+    there, before any resizing). Row j is a chord of axis i (length L > 0) when j is shorter
+    than L, at most 60 degrees off perpendicular to i (a zero-length j counts as
+    perpendicular), its midpoint projects onto i within [-0.15 L, 1.15 L] and its two ends
+    lie on either side of i's line (with 0.15 L of slack). Returns bool (n, n).
+    """
+    xy = np.asarray(xy, dtype=np.float64)
+    p1, p2 = xy[:, :2], xy[:, 2:]
+    d = p2 - p1
+    length = np.hypot(d[:, 0], d[:, 1])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u = d / length[:, None]                          # unit direction of each row as axis
+        nrm = np.stack([-u[:, 1], u[:, 0]], axis=1)      # unit normal
+        rel1 = p1[None, :, :] - p1[:, None, :]           # [i, j]: chord j's ends from axis i's
+        rel2 = p2[None, :, :] - p1[:, None, :]           # first point
+        t = ((rel1 + rel2) / 2 * u[:, None, :]).sum(-1) / length[:, None]
+        cos = np.abs((d[None, :, :] * u[:, None, :]).sum(-1)) / length[None, :]
+        cos = np.where(length[None, :] > 0, cos, 0.0)
+        s1 = (rel1 * nrm[:, None, :]).sum(-1)
+        s2 = (rel2 * nrm[:, None, :]).sum(-1)
+        tol = _MARGIN * length[:, None]
+        return ((length[:, None] > 0) & (length[None, :] < length[:, None])
+                & (cos < _PERPENDICULAR) & (t >= -_MARGIN) & (t <= 1 + _MARGIN)
+                & (np.minimum(s1, s2) <= tol) & (np.maximum(s1, s2) >= -tol))
+
+
+@dataclass(frozen=True)
+class TracingPart:
+    """A run of a traced frame's rows, ``xy[start:stop]``.
+
+    ``kind``: ``tracing`` (a long axis at ``start`` followed by its chords), ``chords`` (3 or
+    more parallel rows without a long axis) or ``stray`` (one row that belongs to neither).
+    """
+
+    start: int
+    stop: int
+    kind: str
+
+    @property
+    def n_chords(self) -> int:
+        """Chords in the part (the long axis excluded); 0 for a stray row."""
+        return {"tracing": self.stop - self.start - 1, "chords": self.stop - self.start,
+                "stray": 0}[self.kind]
+
+    @property
+    def complete(self) -> bool:
+        """A long axis followed by exactly ``CHORDS`` (20) chords."""
+        return self.kind == "tracing" and self.n_chords == CHORDS
+
+    def chords(self, xy: np.ndarray) -> np.ndarray:
+        """The part's chord rows of ``xy``, float (n_chords, 4)."""
+        return xy[self.start + (self.kind == "tracing"):self.stop]
+
+    def describe(self) -> str:
+        return {"tracing": f"long axis + {self.n_chords} chords",
+                "chords": f"{self.n_chords} chords without a long axis",
+                "stray": "a stray row"}[self.kind]
+
+
+def _loose_parts(xy: np.ndarray, start: int, stop: int) -> list[TracingPart]:
+    """Rows ``start:stop`` that no long axis claims: runs of >= 3 consecutive rows parallel
+    to the run's first row are headless tracings (``chords``), the rest ``stray`` rows."""
+    d = xy[start:stop, 2:] - xy[start:stop, :2]
+    length = np.hypot(d[:, 0], d[:, 1])
+    parts, i = [], 0
+    while i < len(d):
+        j = i + 1
+        if length[i] > 0:
+            while (j < len(d) and length[j] > 0 and abs(d[i] @ d[j]) / (length[i] * length[j])
+                   > _PARALLEL):
+                j += 1
+        if j - i >= 3:
+            parts.append(TracingPart(start + i, start + j, "chords"))
+        else:
+            parts += [TracingPart(k, k + 1, "stray") for k in range(start + i, start + j)]
+        i = j
+    return parts
+
+
+def split_tracing(xy: np.ndarray) -> list[TracingPart]:
+    """Split a traced frame's rows (file order) into per-annotator tracings.
+
+    ``xy`` float64 (n, 4): X1, Y1, X2, Y2 in the video's own pixels. EchoNet-Dynamic's
+    VolumeTracings.csv gives one tracing per frame as 21 rows (a long axis, then 20 chords
+    perpendicular to it), but some frames hold several annotators' tracings one after the
+    other (42 rows), a stray extra row (43), an incomplete tracing (20 rows) or a repeated
+    one. The boundaries come from the geometry, not from row positions: a row starts a
+    tracing when the next row is a chord of it (:func:`chord_matrix`: shorter, roughly
+    perpendicular, crossing it between its ends); the tracing then takes every following
+    row that is a chord of that axis. Chords are parallel to one another and the next
+    annotator's long axis is parallel to this one, so neither is taken for a chord. Rows no
+    axis claims become ``chords`` (>= 3 parallel rows: a tracing whose long axis is missing)
+    or ``stray`` parts. Returns the parts in file order, covering every row once.
+    """
+    xy = np.asarray(xy, dtype=np.float64)
+    n = len(xy)
+    chord = chord_matrix(xy)
+    axis = np.zeros(n, dtype=bool)
+    axis[:-1] = chord[np.arange(n - 1), np.arange(1, n)]
+    parts: list[TracingPart] = []
+    i = 0
+    while i < n:
+        j = i + 1
+        if axis[i]:
+            while j < n and chord[i, j]:
+                j += 1
+            parts.append(TracingPart(i, j, "tracing"))
+        else:
+            while j < n and not axis[j]:
+                j += 1
+            parts += _loose_parts(xy, i, j)
+        i = j
+    return parts
+
+
+def _lines(rows: np.ndarray, part: TracingPart) -> str:
+    first, last = int(rows[part.start]), int(rows[part.stop - 1])
+    return f"line {first}" if part.stop - part.start == 1 else f"lines {first}-{last}"
+
+
+def _choose_tracing(xy: np.ndarray, parts: list[TracingPart], policy: str, width: int,
+                    height: int) -> tuple[TracingPart | None, np.ndarray | None, bool]:
+    """(chosen part, its mask, whether only incomplete tracings were available).
+
+    Candidates are the complete tracings (long axis + 20 chords), or when there is none,
+    every part with at least 3 chords. ``first``/``last``: in file order; ``largest``: the
+    largest mask area (ties: the first)."""
+    complete = [p for p in parts if p.complete]
+    pool = complete or [p for p in parts if p.kind != "stray" and p.n_chords >= 3]
+    if not pool:
+        return None, None, True
+    if policy == "largest":
+        masks = [chords_polygon_mask(p.chords(xy), width, height) for p in pool]
+        k = int(np.argmax([int(m.sum()) for m in masks]))
+        return pool[k], masks[k], not complete
+    part = pool[0] if policy == "first" else pool[-1]
+    return part, chords_polygon_mask(part.chords(xy), width, height), not complete
+
+
+def tracing_masks(tracings: pd.DataFrame, n_frames: int, *, width: int = FRAME_SIZE,
+                  height: int = FRAME_SIZE, policy: str = "first",
+                  source: str = "VolumeTracings.csv") -> tuple[list[TracedFrame], list[Skip]]:
+    """Masks of one video's traced frames, and the frames refused or noted.
+
+    ``tracings`` are that video's rows of :func:`read_tracings` (file order kept within a
+    frame); ``n_frames`` is the decoded video length; ``width`` x ``height`` the video's own
+    size in pixels (FrameWidth x FrameHeight, the pixels the coordinates are given in; masks
+    are mapped to 112x112 like the frames, see :func:`chords_polygon_mask`). Each traced
+    frame's rows are split into per-annotator tracings (:func:`split_tracing`) and one is
+    used, chosen by ``policy`` (``ingest.tracing_policy``, one of ``TRACING_POLICIES``):
+    ``first`` (default: the first complete tracing in the file, the original annotation),
+    ``last`` (the last complete one, e.g. a later correction) or ``largest`` (the complete
+    tracing with the largest mask area). Without a complete tracing, the same policy picks
+    among the incomplete ones with at least 3 chords.
+
+    A ``note`` skip (frame used) records a frame that needed splitting (several tracings,
+    stray rows; identical repeats are said so) or whose tracing is incomplete, e.g. fewer
+    than 21 rows. Refused with a ``tracing`` skip: a missing/non-integer Frame, a frame
+    outside ``[0, n_frames)``, NaN coordinates, no tracing with a long axis and 3 chords,
+    an empty polygon, a lone usable traced frame (ED and ES cannot be told apart) and
+    traced frames beyond the two kept. Of the usable frames the one with the largest area
+    is ED and the one with the smallest ES (ties: earliest in the file). Returns
+    ``([], skips)`` for a video without tracings, otherwise the ED and ES frames sorted by
+    frame number.
+    """
+    if policy not in TRACING_POLICIES:
+        raise InputError(f"tracing policy {policy!r} is not one of {TRACING_POLICIES}: fix "
+                         f"ingest.tracing_policy")
     skips: list[Skip] = []
     if len(tracings) == 0:
         return [], skips
@@ -276,17 +547,33 @@ def tracing_masks(tracings: pd.DataFrame, n_frames: int, *,
             skips.append(Skip(name, source, row, "tracing",
                               f"traced frame {frame} has NaN coordinates (line {bad})"))
             continue
-        if len(xy) - 1 < 3:
+        parts = split_tracing(xy)
+        chosen, mask, incomplete = _choose_tracing(xy, parts, policy, width, height)
+        if chosen is None or len(parts) > 1 or incomplete or not mask.any():
+            layout = "; ".join(f"{_lines(rows, p)}: {p.describe()}" for p in parts)
+        if chosen is None:
             skips.append(Skip(name, source, row, "tracing",
-                              f"traced frame {frame} has {len(xy)} rows; needs the long axis "
-                              f"and at least 3 chords"))
+                              f"traced frame {frame} has {len(xy)} rows ({layout}) and no "
+                              f"tracing (a long axis, then at least 3 chords perpendicular "
+                              f"to it); a complete tracing is a long axis + {CHORDS} chords"))
             continue
-        mask = tracing_polygon_mask(xy[:, 0], xy[:, 1], xy[:, 2], xy[:, 3])
         if not mask.any():
             skips.append(Skip(name, source, row, "tracing",
-                              f"traced frame {frame} gives an empty polygon"))
+                              f"traced frame {frame} gives an empty polygon ({layout})"))
             continue
-        usable.append((frame, row, mask))
+        if len(parts) > 1 or incomplete:
+            chosen_xy = xy[chosen.start:chosen.stop]
+            same = sum(1 for p in parts if p != chosen and p.stop - p.start == len(chosen_xy)
+                       and np.array_equal(xy[p.start:p.stop], chosen_xy))
+            why = (f"{len(parts)} parts ({layout})" if len(parts) > 1 else f"({layout})")
+            used = (f"used {_lines(rows, chosen)} (tracing_policy {policy}"
+                    + (f"; {same} identical repeat(s) ignored" if same else "") + ")")
+            if incomplete:
+                used += (f", an incomplete tracing (a complete one is a long axis + {CHORDS} "
+                         f"chords)")
+            skips.append(Skip(name, source, row, "note",
+                              f"traced frame {frame} has {len(xy)} rows in {why}; {used}"))
+        usable.append((frame, int(rows[chosen.start]), mask))
     if len(usable) == 1:
         frame, row, _ = usable[0]
         skips.append(Skip(name, source, row, "tracing",

@@ -37,9 +37,10 @@ import zarr
 from tqdm import tqdm
 
 from echodfkd.echonet import (
-    BAD_KINDS, SKIP_COLUMNS, Skip, TracedFrame, VideoError, decode_video, read_filelist,
-    read_tracings, safe_video_path, skips_frame, tracing_masks,
+    BAD_KINDS, SKIP_COLUMNS, TRACING_POLICIES, Skip, TracedFrame, VideoError, name_problem,
+    decode_video, read_filelist, read_tracings, safe_video_path, skips_frame, tracing_masks,
 )
+from echodfkd.errors import InputError
 from echodfkd.store import (
     FRAME_SIZE, INDEX_COLUMNS, TRACED_COLUMNS, commit, finish_frame_store, init_frame_store,
     partial_path, write_text_atomic,
@@ -48,8 +49,9 @@ from echodfkd.store import (
 GT_COLUMNS = ["FileName", "video", "frame", "phase"]
 
 
-class IngestError(RuntimeError):
-    """Too many bad videos; ``report`` holds the skips found (the store was not written)."""
+class IngestError(InputError):
+    """Too many bad videos (or no FileList rows); ``report`` holds the skips found (the
+    store was not written). An :class:`InputError`, so a stage prints it as one line."""
 
     def __init__(self, message: str, report: "IngestReport"):
         super().__init__(message)
@@ -82,6 +84,7 @@ class _Item:
     video_path: str
     gt_path: str | None
     tracings: pd.DataFrame | None
+    tracing_policy: str = "first"
 
 
 @dataclass
@@ -140,7 +143,8 @@ def _load(item: _Item) -> _Loaded:
                              "ground_truth", f"{type(e).__name__}: {e}")
             return out
     if item.tracings is not None:
-        out.traced, out.skips = tracing_masks(item.tracings, n)
+        out.traced, out.skips = tracing_masks(item.tracings, n, width=video.width,
+                                              height=video.height, policy=item.tracing_policy)
     out.frames, out.fps, out.height, out.width = video.frames, video.fps, video.height, video.width
     return out
 
@@ -175,7 +179,12 @@ class _Runner:
         self.threads = max(1, workers)
         if scheduler:
             from distributed import Client
-            self.client = Client(scheduler, set_as_default=False)
+            try:
+                self.client = Client(scheduler, set_as_default=False, timeout="20s")
+            except (OSError, TimeoutError) as e:
+                raise InputError(f"cannot reach the dask scheduler {scheduler!r} ({e}): fix "
+                                 f"ingest.scheduler, or set it to \"\" for local threads"
+                                 ) from None
             self.threads = max(1, sum(self.client.nthreads().values()))
         else:
             self.pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="ingest-decode")
@@ -291,11 +300,13 @@ def write_skips_csv(skips: pd.DataFrame, path: str | os.PathLike) -> None:
     write_text_atomic(path, buf.getvalue())
 
 
-def _plan(root: Path) -> tuple[pd.DataFrame, list[_Item], list[Skip], bool, int]:
+def _plan(root: Path, tracing_policy: str
+          ) -> tuple[pd.DataFrame, list[_Item], list[Skip], bool, int]:
     """Read FileList (+ tracings, + ground truth) and list Videos/: what to decode.
 
     Returns (usable FileList rows, items to decode, skips so far, whether ground truth
-    exists, number of FileList rows).
+    exists, number of FileList rows). A video whose FileList row was refused is covered by
+    that row's skip; it is not reported a second time as "not listed in FileList.csv".
     """
     filelist, skips = read_filelist(root / "FileList.csv")
     n_rows = len(filelist) + len(skips)
@@ -310,7 +321,8 @@ def _plan(root: Path) -> tuple[pd.DataFrame, list[_Item], list[Skip], bool, int]
     on_disk = ({p.name for p in videos_dir.iterdir() if p.suffix.lower() == ".avi"}
                if videos_dir.is_dir() else set())
     items: list[_Item] = []
-    listed: set[str] = set()
+    listed: set[str] = {safe_video_path(root, s.file_name).name for s in skips
+                        if name_problem(s.file_name) is None}
     kept = np.ones(len(filelist), dtype=bool)
     for i, (name, row) in enumerate(zip(filelist["FileName"], filelist["row"])):
         path = safe_video_path(root, name)
@@ -327,7 +339,7 @@ def _plan(root: Path) -> tuple[pd.DataFrame, list[_Item], list[Skip], bool, int]
             kept[i] = False
             continue
         items.append(_Item(name, int(row), str(path), None if gt_path is None else str(gt_path),
-                           by_name.get(name)))
+                           by_name.get(name), tracing_policy))
     for extra in sorted(on_disk - listed):
         skips.append(Skip(extra[:-4], f"Videos/{extra}", None, "extra",
                           "video is not listed in FileList.csv: ignored"))
@@ -340,25 +352,59 @@ def _plan(root: Path) -> tuple[pd.DataFrame, list[_Item], list[Skip], bool, int]
 
 
 def _check_bad(root: Path, n_rows: int, skips: list[Skip], max_bad_fraction: float,
-               skipped_path: str | os.PathLike | None, t0: float) -> IngestReport:
+               skipped_path: str | os.PathLike | None, t0: float, final: bool) -> IngestReport:
+    """Fail (IngestError) when too many FileList rows are bad, else return the report.
+
+    The skip report is written (atomically) when failing, or when ``final`` (after
+    decoding): never a partial report from before decoding."""
     df = skips_frame(skips)
     bad = int(df["kind"].isin(BAD_KINDS).sum())
     report = IngestReport(videos=0, frames=0, rows=n_rows, bad=bad, skips=df,
                           seconds=time.perf_counter() - t0)
-    if skipped_path is not None:
-        write_skips_csv(df, skipped_path)
+    error = None
     if n_rows == 0:
-        raise IngestError(f"{str(root / 'FileList.csv')!r} has no rows: nothing to ingest",
-                          report)
-    if bad > max_bad_fraction * n_rows:
+        error = (f"{str(root / 'FileList.csv')!r} has no rows: nothing to ingest; add the "
+                 f"videos' rows or point the source at another folder")
+    elif bad > max_bad_fraction * n_rows:
         counts = df[df["kind"].isin(BAD_KINDS)]["kind"].value_counts().to_dict()
         where = (f"see {str(skipped_path)!r}" if skipped_path is not None
                  else "pass skipped_path to get the skip report")
-        raise IngestError(
-            f"{bad} of {n_rows} FileList rows of {str(root)!r} are bad "
-            f"({bad / max(n_rows, 1):.1%} > max_bad_fraction {max_bad_fraction:.1%}; "
-            f"by kind: {counts}); no store was written; {where}", report)
+        error = (f"{bad} of {n_rows} FileList rows of {str(root)!r} are bad "
+                 f"({bad / max(n_rows, 1):.1%} > max_bad_fraction {max_bad_fraction:.1%}; "
+                 f"by kind: {counts}); no store was written; {where}; fix those inputs or "
+                 f"raise ingest.max_bad_fraction")
+    if skipped_path is not None and (final or error is not None):
+        write_skips_csv(df, skipped_path)
+    if error is not None:
+        raise IngestError(error, report)
     return report
+
+
+def check_ingest_args(*, shard_frames: int, chunk_frames: int, workers: int,
+                      max_bad_fraction: float, tracing_policy: str,
+                      batch_videos: int | None) -> None:
+    """Raise InputError (naming the value and the fix) for a setting that is out of range;
+    nothing is coerced: a NaN fraction would switch the bad-input limit off, a size <= 0
+    would be silently replaced."""
+    def positive(name: str, value: object, param: str) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise InputError(f"{name} must be a whole number >= 1, got {value!r}: fix {param}")
+
+    positive("shard_frames", shard_frames, "ingest.shard_frames")
+    positive("chunk_frames", chunk_frames, "ingest.chunk_frames")
+    positive("workers", workers, "ingest.workers")
+    if batch_videos is not None:
+        positive("batch_videos", batch_videos, "the batch_videos argument")
+    if shard_frames % chunk_frames:
+        raise InputError(f"shard_frames {shard_frames} is not a multiple of chunk_frames "
+                         f"{chunk_frames}: fix ingest.shard_frames or ingest.chunk_frames")
+    if not (isinstance(max_bad_fraction, (int, float, np.floating))
+            and 0.0 <= max_bad_fraction <= 1.0):
+        raise InputError(f"max_bad_fraction must be a number in [0, 1], got "
+                         f"{max_bad_fraction!r}: fix ingest.max_bad_fraction")
+    if tracing_policy not in TRACING_POLICIES:
+        raise InputError(f"tracing_policy {tracing_policy!r} is not one of "
+                         f"{', '.join(TRACING_POLICIES)}: fix ingest.tracing_policy")
 
 
 class _Assembler:
@@ -390,6 +436,13 @@ class _Assembler:
         for t in loaded.traced:
             self.traced_rows.append((loaded.name, video, t.frame, t.phase, self.traced.size))
             self.traced.append(t.mask[None])
+        for column, decoded in (("FrameWidth", loaded.width), ("FrameHeight", loaded.height)):
+            listed = float(meta[column])
+            if np.isfinite(listed) and listed != decoded:
+                skips.append(Skip(loaded.name, f"Videos/{loaded.name}.avi", int(meta["row"]),
+                                  "note", f"FileList {column} is {listed:g} but the video is "
+                                  f"{loaded.width}x{loaded.height} (the decoded size is used, "
+                                  f"also to scale its tracings)"))
         listed_n = float(meta["NumberOfFrames"])
         if np.isfinite(listed_n) and listed_n != n:
             skips.append(Skip(loaded.name, f"Videos/{loaded.name}.avi", int(meta["row"]), "note",
@@ -427,7 +480,8 @@ class _Assembler:
 
 def ingest_source(root: str | os.PathLike, out_path: str | os.PathLike, *,
                   shard_frames: int = 2048, chunk_frames: int = 128, workers: int = 2,
-                  scheduler: str = "", max_bad_fraction: float = 0.05, progress: bool = True,
+                  scheduler: str = "", max_bad_fraction: float = 0.05,
+                  tracing_policy: str = "first", progress: bool = True,
                   skipped_path: str | os.PathLike | None = None,
                   batch_videos: int | None = None) -> IngestReport:
     """Decode the source folder ``root`` (EchoNet layout) into the frame store ``out_path``.
@@ -450,10 +504,13 @@ def ingest_source(root: str | os.PathLike, out_path: str | os.PathLike, *,
     (leaving ``out_path`` untouched) when more than ``max_bad_fraction`` of the FileList
     rows are bad.
     """
+    check_ingest_args(shard_frames=shard_frames, chunk_frames=chunk_frames, workers=workers,
+                      max_bad_fraction=max_bad_fraction, tracing_policy=tracing_policy,
+                      batch_videos=batch_videos)
     t0 = time.perf_counter()
     root, out_path = Path(root), Path(out_path)
-    filelist, items, skips, with_gt, n_rows = _plan(root)
-    _check_bad(root, n_rows, skips, max_bad_fraction, skipped_path, t0)
+    filelist, items, skips, with_gt, n_rows = _plan(root, tracing_policy)
+    _check_bad(root, n_rows, skips, max_bad_fraction, skipped_path, t0, final=False)
 
     by_name = filelist.set_index("FileName").to_dict("index")
     frames_hint = [float(by_name[it.name]["NumberOfFrames"]) for it in items]
@@ -478,7 +535,8 @@ def ingest_source(root: str | os.PathLike, out_path: str | os.PathLike, *,
                     bar.update(1)
         bar.close()
         index = assembler.finish(group)
-        report = _check_bad(root, n_rows, skips, max_bad_fraction, skipped_path, t0)
+        report = _check_bad(root, n_rows, skips, max_bad_fraction, skipped_path, t0,
+                            final=True)
         commit(staging, out_path)
     except BaseException:
         bar.close()

@@ -8,10 +8,11 @@ import pandas as pd
 import pytest
 
 from echodfkd.echonet import (
-    VideoError, decode_video, fill_polygon, read_filelist, read_tracings, read_video,
-    safe_video_path, skips_frame, tracing_masks, tracing_polygon_mask,
+    VideoError, chords_polygon_mask, decode_video, fill_polygon, read_filelist, read_tracings,
+    read_video, safe_video_path, skips_frame, split_tracing, tracing_masks, tracing_polygon_mask,
 )
-from videos import smooth_frames, write_avi
+from echodfkd.errors import InputError
+from videos import rectangle, smooth_frames, tracing, write_avi
 
 HEADER = "FileName,EF,ESV,EDV,FrameHeight,FrameWidth,FPS,NumberOfFrames,Split\n"
 
@@ -83,6 +84,56 @@ def test_read_filelist_reports_bad_rows(tmp_path):
     assert all(s.kind == "filelist" and s.file == "FileList.csv" for s in skips)
     df = skips_frame(skips)
     assert list(df.columns) == ["FileName", "file", "row", "kind", "reason"] and len(df) == 6
+
+
+def test_read_filelist_split_typos_and_ef_range_are_refused_rows(tmp_path):
+    p = tmp_path / "FileList.csv"
+    p.write_text(HEADER
+                 + "a,50,0,0,112,112,50,10,TRIAN\n"        # line 2: typo
+                 + "b,50,0,0,112,112,50,10,VALIDATION\n"   # line 3: not a valid split
+                 + "c,100.5,0,0,112,112,50,10,TRAIN\n"     # line 4: EF > 100
+                 + "d,-1,0,0,112,112,50,10,TEST\n"         # line 5: EF < 0
+                 + "e,0,0,0,112,112,50,10,extra\n"         # line 6: fine (EF 0, EXTRA)
+                 + "f,100,0,0,112,112,50,10,val\n")        # line 7: fine (EF 100)
+    fl, skips = read_filelist(p)
+    assert list(fl["FileName"]) == ["e", "f"] and list(fl["Split"]) == ["EXTRA", "VAL"]
+    got = {s.row: s.reason for s in skips}
+    assert sorted(got) == [2, 3, 4, 5] and all(s.kind == "filelist" for s in skips)
+    assert "'TRIAN' is not one of TRAIN, VAL, TEST, EXTRA" in got[2]
+    assert "'VALIDATION'" in got[3]
+    assert "EF 100.5 is outside 0-100" in got[4] and "EF -1 is outside 0-100" in got[5]
+
+
+def test_read_filelist_line_numbers_count_blank_lines(tmp_path):
+    p = tmp_path / "FileList.csv"
+    p.write_text(HEADER + "a,50,0,0,112,112,50,10,TRAIN\n\n  \nb,,0,0,112,112,50,10,TRAIN\n"
+                 + "c,50,0,0,112,112,50,10,TEST\n")
+    fl, skips = read_filelist(p)
+    assert list(fl["row"]) == [2, 6] and [(s.file_name, s.row) for s in skips] == [("b", 5)]
+
+
+def test_unreadable_csv_files_name_file_and_line(tmp_path):
+    p = tmp_path / "FileList.csv"
+    p.write_bytes(HEADER.encode() + b"a,50,0,0,112,112,50,10,TRAIN\n"
+                  + "\u00e9chec,50,0,0,112,112,50,10,TRAIN\n".encode("latin-1"))
+    with pytest.raises(InputError, match=r"FileList\.csv' line 3 is not valid UTF-8 \(byte "
+                                         r"0xe9.*save the file as UTF-8"):
+        read_filelist(p)
+    p.write_text(HEADER + "a,50,0,0,112,112,50,10,TRAIN\n"
+                 + "b,50,0,0,112,112,50,10,TRAIN,oops\n")
+    with pytest.raises(InputError, match=r"FileList\.csv' line 3 has 10 fields but the header "
+                                         r"has 9: quote"):
+        read_filelist(p)
+    t = tmp_path / "VolumeTracings.csv"
+    t.write_text("FileName,X1,Y1,X2,Y2,Frame\na,1,2,3,4,5\na,1,2,3,4,5,6,7\n")
+    with pytest.raises(InputError, match=r"VolumeTracings\.csv' line 3 has 8 fields"):
+        read_tracings(t)
+    p.write_text("")
+    with pytest.raises(InputError, match=r"FileList\.csv' is empty"):
+        read_filelist(p)
+    # a UTF-8 byte-order mark is fine
+    p.write_bytes(b"\xef\xbb\xbf" + (HEADER + "a,50,0,0,112,112,50,10,TRAIN\n").encode())
+    assert list(read_filelist(p)[0]["FileName"]) == ["a"]
 
 
 def test_safe_video_path(tmp_path):
@@ -164,22 +215,6 @@ def test_tracing_masks_ed_es_and_row_counts(tmp_path):
     assert traced[1].row == 2 + len(small)   # first CSV line of the ED frame
 
 
-def test_tracing_masks_several_annotators_use_all_rows(tmp_path):
-    # 1 + 20 + 21 rows on one frame: EchoNet uses every row after the first.
-    ys1, ys2 = np.linspace(10, 60, 20), np.linspace(12, 58, 21)
-    rows = tracing_rows("v", 5, 10, 40, ys1) + tracing_rows("v", 5, 12, 38, ys2, False)
-    rows += tracing_rows("v", 9, 20, 30, np.linspace(20, 40, 5))
-    tr = tracings_df(tmp_path, rows)
-    traced, skips = tracing_masks(tr, n_frames=12)
-    assert skips == []
-    ed = next(t for t in traced if t.phase == "ED")
-    sub = tr[tr["Frame"] == 5].to_numpy()[:, 1:5].astype(float)
-    assert len(sub) == 42
-    x = np.concatenate([sub[1:, 0], sub[1:, 2][::-1]])
-    y = np.concatenate([sub[1:, 1], sub[1:, 3][::-1]])
-    assert ed.frame == 5 and np.array_equal(ed.mask, fill_polygon(np.rint(y), np.rint(x)))
-
-
 def test_tracing_masks_refusals(tmp_path):
     rows = tracing_rows("v", 2, 10, 40, np.linspace(10, 60, 20))     # good (ED)
     rows += tracing_rows("v", 4, 15, 30, np.linspace(20, 50, 20))    # good (ES)
@@ -208,6 +243,129 @@ def test_tracing_masks_third_frame_and_lone_frame(tmp_path):
     lone = tracing_rows("w", 1, 10, 40, np.linspace(10, 60, 20))
     traced, skips = tracing_masks(tracings_df(tmp_path, lone), n_frames=5)
     assert traced == [] and "only one usable traced frame" in skips[0].reason
+
+
+# ------------------------------------------- several annotators, quirks, resizing
+# Annotator A: rectangle rows 13..70 (y = 13, 16, ..., 70), columns 25..55 (area 58 * 31).
+A = dict(cx=40, top=10, bottom=70, half_width=15)
+# Annotator B: a smaller LV, rows 15..66 (y = 12 + 2.7 k), columns 30..54 (area 52 * 25).
+B = dict(cx=42, top=12, bottom=66, half_width=12)
+MASK_A, MASK_B = rectangle(13, 70, 25, 55), rectangle(15, 66, 30, 54)
+ES_ROWS = tracing("v", 9, cx=40, top=20, bottom=60, half_width=8)     # rows 22..60, cols 32..48
+
+
+def masks_of(tmp_path, frame_rows, policy="first", **kw):
+    """Traced frames and skips of a video whose frame 5 has ``frame_rows`` (+ ES frame 9)."""
+    traced, skips = tracing_masks(tracings_df(tmp_path, frame_rows + ES_ROWS), n_frames=12,
+                                  policy=policy, **kw)
+    assert [(t.frame, t.phase) for t in traced] == [(5, "ED"), (9, "ES")]
+    assert np.array_equal(traced[1].mask, rectangle(22, 60, 32, 48))
+    return traced[0], skips
+
+
+def test_two_annotators_42_rows_give_the_first_tracing(tmp_path):
+    rows = tracing("v", 5, **A) + tracing("v", 5, **B)
+    assert len(rows) == 42
+    ed, skips = masks_of(tmp_path, rows)
+    assert np.array_equal(ed.mask, MASK_A) and ed.row == 2
+    # the old way (all rows after the first as one polygon) is a different, wrong mask
+    xy = np.array([r[1:5] for r in rows])
+    assert not np.array_equal(tracing_polygon_mask(*xy.T), MASK_A)
+    assert len(skips) == 1
+    note = skips[0]
+    assert (note.kind, note.row, note.file_name) == ("note", 2, "v")
+    assert note.reason == ("traced frame 5 has 42 rows in 2 parts (lines 2-22: long axis + 20 "
+                           "chords; lines 23-43: long axis + 20 chords); used lines 2-22 "
+                           "(tracing_policy first)")
+
+
+@pytest.mark.parametrize("policy, expected, row", [("first", MASK_B, 2), ("last", MASK_A, 23),
+                                                   ("largest", MASK_A, 23)])
+def test_tracing_policies(tmp_path, policy, expected, row):
+    ed, skips = masks_of(tmp_path, tracing("v", 5, **B) + tracing("v", 5, **A), policy)
+    assert np.array_equal(ed.mask, expected) and ed.row == row
+    assert f"tracing_policy {policy}" in skips[0].reason
+
+
+def test_tracing_policy_must_be_known(tmp_path):
+    with pytest.raises(InputError, match=r"'mean'.*ingest\.tracing_policy"):
+        tracing_masks(tracings_df(tmp_path, ES_ROWS), n_frames=12, policy="mean")
+
+
+def test_43_rows_two_tracings_and_a_stray_row(tmp_path):
+    stray = ("v", 80.0, 30.0, 80.0, 40.0, 5)   # a short row beside the LV: no chord of A
+    ed, skips = masks_of(tmp_path, tracing("v", 5, **A) + [stray] + tracing("v", 5, **B))
+    assert np.array_equal(ed.mask, MASK_A) and ed.row == 2
+    assert len(skips) == 1 and skips[0].kind == "note"
+    assert skips[0].reason == (
+        "traced frame 5 has 43 rows in 3 parts (lines 2-22: long axis + 20 chords; line 23: a "
+        "stray row; lines 24-44: long axis + 20 chords); used lines 2-22 (tracing_policy first)")
+
+
+def test_stray_rows_around_one_tracing(tmp_path):
+    stray = ("v", 41.0, 30.0, 43.0, 31.0, 5)
+    axis_again = tracing("v", 5, **A)[0]      # a repeated long axis at the end
+    ed, skips = masks_of(tmp_path, [stray] + tracing("v", 5, **A) + [axis_again])
+    assert np.array_equal(ed.mask, MASK_A) and ed.row == 3
+    assert ("23 rows in 3 parts (line 2: a stray row; lines 3-23: long axis + 20 chords; "
+            "line 24: a stray row); used lines 3-23") in skips[0].reason
+
+
+def test_duplicated_identical_tracings(tmp_path):
+    ed, skips = masks_of(tmp_path, tracing("v", 5, **A) * 2, policy="last")
+    assert np.array_equal(ed.mask, MASK_A) and ed.row == 23
+    assert "1 identical repeat(s) ignored" in skips[0].reason
+
+
+def test_20_row_frames_are_used_and_noted(tmp_path):
+    # long axis + 19 chords: the first 19 of A's chords, rows 13..67
+    ed, skips = masks_of(tmp_path, tracing("v", 5, **A)[:20])
+    assert np.array_equal(ed.mask, rectangle(13, 67, 25, 55))
+    assert skips[0].kind == "note" and "20 rows in (lines 2-21: long axis + 19 chords)" in \
+        skips[0].reason and "an incomplete tracing" in skips[0].reason
+    # 20 chords, long axis missing: all 20 chords are used
+    ed, skips = masks_of(tmp_path, tracing("v", 5, **A)[1:])
+    assert np.array_equal(ed.mask, MASK_A)
+    assert "20 chords without a long axis" in skips[0].reason
+    # a complete tracing is preferred over an earlier incomplete one
+    ed, skips = masks_of(tmp_path, tracing("v", 5, **B)[:15] + tracing("v", 5, **A))
+    assert np.array_equal(ed.mask, MASK_A) and "used lines 17-37" in skips[0].reason
+
+
+def test_frame_without_a_tracing_is_refused(tmp_path):
+    rows = tracing("v", 5, **A)[:3] + tracing("v", 7, **A) + ES_ROWS   # frame 5: 2 chords
+    traced, skips = tracing_masks(tracings_df(tmp_path, rows), n_frames=12)
+    assert [(t.frame, t.phase) for t in traced] == [(7, "ED"), (9, "ES")]
+    assert [(s.kind, s.row) for s in skips] == [("tracing", 2)]
+    assert "frame 5 has 3 rows (lines 2-4: long axis + 2 chords) and no tracing" in \
+        skips[0].reason
+
+
+@pytest.mark.parametrize("angle", [0, 30, 75, 90, 140, 200, 315])
+def test_split_tracing_any_orientation(angle):
+    # A then B rotated about (56, 56): the boundaries do not depend on the direction.
+    xy = np.array([r[1:5] for r in tracing("v", 0, **A) + tracing("v", 0, **B)])
+    c, s = np.cos(np.radians(angle)), np.sin(np.radians(angle))
+    rot = np.array([[c, -s], [s, c]])
+    pts = (xy.reshape(-1, 2) - 56) @ rot.T + 56
+    parts = split_tracing(pts.reshape(-1, 4))
+    assert [(p.start, p.stop, p.kind) for p in parts] == [(0, 21, "tracing"),
+                                                          (21, 42, "tracing")]
+
+
+def test_tracing_scaled_with_a_640x480_video(tmp_path):
+    # A rectangle in 640x480 pixels: columns 160..479, rows 120..359. Resized to 112x112
+    # (x * 0.175, y * 112/480) it covers exactly pixels 28..83 in both directions; its
+    # vertices map to (x + 0.5) * scale - 0.5 = 27.59..83.41 -> rint 28..83.
+    rows = [("v", 320.0, 20.0, 320.0, 359.0, 5)]              # long axis (longer than chords)
+    rows += [("v", 160.0, y, 479.0, y, 5) for y in np.linspace(120, 359, 20)]
+    es = tracing("v", 9, cx=320, top=200, bottom=300, half_width=40)
+    traced, skips = tracing_masks(tracings_df(tmp_path, rows + es), n_frames=12, width=640,
+                                  height=480)
+    assert skips == [] and traced[0].phase == "ED"
+    assert np.array_equal(traced[0].mask, rectangle(28, 83, 28, 83))
+    # unscaled (the old way), the same rows fall outside the 112x112 frame: an empty mask
+    assert not chords_polygon_mask(np.array([r[1:5] for r in rows[1:]])).any()
 
 
 def test_tracing_masks_no_tracing():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import runpy
 from pathlib import Path
 
@@ -9,21 +10,23 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import echodfkd.ingest as ingest_module
+from echodfkd.cli import run
 from echodfkd.echonet import read_tracings, read_video, tracing_masks
+from echodfkd.errors import InputError
 from echodfkd.ingest import IngestError, ingest_source
 from echodfkd.store import open_frames, partial_path
-from videos import smooth_frames, write_avi
+from videos import rectangle, smooth_frames, tracing, write_avi
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def tracing_rows(name: str, frame: int, x1: float, x2: float, ys) -> list:
-    """VolumeTracings rows of one traced frame: a long-axis row, then chords at ``ys``."""
-    return [(name, 15.0, 5.0, 15.0, 60.0, frame)] + [(name, x1, y, x2, y, frame) for y in ys]
+STAGE_ARGS = ["--scheduler", "", "--workers", "1", "--max-bad-fraction", "0.05",
+              "--shard-frames", "32", "--chunk-frames", "8", "--tracing-policy", "first",
+              "--no-progress"]
 
 
 def stage_main(argv: list[str]) -> None:
-    runpy.run_path(str(ROOT / "stages" / "ingest.py"))["main"](argv)
+    """Run stages/ingest.py as ``python stages/ingest.py`` would (through cli.run)."""
+    run(runpy.run_path(str(ROOT / "stages" / "ingest.py"))["main"], argv)
 
 # name, frames, fps, size, NumberOfFrames written in FileList, Split
 VIDEOS = [("v0", 12, 50, 112, 12, "TRAIN"), ("v1", 9, 30, 112, 9, "val"),
@@ -44,11 +47,11 @@ def make_source(root: Path, videos=VIDEOS, extra_rows: list[str] = (),
     lines += [f"{n}.avi,{50 + k},0,0,{s},{s},{fps},{listed},{split}"
               for k, (n, _, fps, s, listed, split) in enumerate(videos)]
     (root / "FileList.csv").write_text("\n".join(lines + list(extra_rows)) + "\n")
-    rows = (tracing_rows("v0.avi", 2, 10, 40, np.linspace(10, 60, 20))
-            + tracing_rows("v0.avi", 8, 15, 30, np.linspace(20, 50, 20))
-            + tracing_rows("v2.avi", 5, 20, 50, np.linspace(30, 80, 20))
-            + tracing_rows("v2.avi", 1, 12, 60, np.linspace(10, 90, 20))
-            + tracing_rows("v2.avi", 40, 12, 60, np.linspace(10, 90, 20)))  # past the end
+    rows = (tracing("v0.avi", 2, cx=40, top=10, bottom=70, half_width=15)
+            + tracing("v0.avi", 8, cx=40, top=20, bottom=60, half_width=8)
+            + tracing("v2.avi", 5, cx=60, top=30, bottom=90, half_width=10)   # 128x128 pixels
+            + tracing("v2.avi", 1, cx=60, top=10, bottom=110, half_width=30)
+            + tracing("v2.avi", 40, cx=60, top=10, bottom=110, half_width=30))  # past the end
     pd.DataFrame(rows, columns=["FileName", "X1", "Y1", "X2", "Y2", "Frame"]).to_csv(
         root / "VolumeTracings.csv", index=False)
     return root
@@ -81,12 +84,17 @@ def test_ingest_contents_index_and_tracings(tmp_path):
             .itertuples(index=False)] == [("v0", 0, 2, "ED", 0), ("v0", 0, 8, "ES", 1),
                                           ("v2", 2, 1, "ED", 2), ("v2", 2, 5, "ES", 3)]
     tr = read_tracings(root / "VolumeTracings.csv")
-    for name, n in (("v0", 12), ("v2", 10)):
-        expected, _ = tracing_masks(tr[tr["FileName"] == name], n)
+    for name, n, size in (("v0", 12, 112), ("v2", 10, 128)):
+        expected, _ = tracing_masks(tr[tr["FileName"] == name], n, width=size, height=size)
         rows = traced[traced["FileName"] == name]["row"].to_list()
         for t, r in zip(expected, rows):
             assert np.array_equal(store.traced_masks[r], t.mask)
     assert store.traced_masks.shape == (4, 112, 112)
+    # v0 (112x112) by hand: rows 13..70, columns 25..55; v2 (128x128) is scaled by 7/8:
+    # (x + 0.5) * 0.875 - 0.5: columns 30..90 -> 26.19..78.69 -> 26..79, rows 15..110 ->
+    # 13.06..96.19 -> 13..96
+    assert np.array_equal(store.traced_masks[0], rectangle(13, 70, 25, 55))
+    assert np.array_equal(store.traced_masks[2], rectangle(13, 96, 26, 79))
     assert store.gt_masks is None
     # skip report: tracing past the end, NumberOfFrames mismatch of v3
     skipped = pd.read_csv(tmp_path / "skipped.csv")
@@ -202,12 +210,10 @@ def test_distributed_scheduler(tmp_path):
     assert local.index.equals(dist.index) and local.fingerprint == dist.fingerprint
 
 
-def test_stage_cli(tmp_path):
+def test_stage_cli(tmp_path, capsys):
     root = make_source(tmp_path / "src")
     out, skipped = tmp_path / "frames" / "real.zarr", tmp_path / "reports" / "skipped.csv"
-    args = ["--src", str(root), "--out", str(out), "--skipped", str(skipped),
-            "--scheduler", "", "--workers", "1", "--max-bad-fraction", "0.05",
-            "--shard-frames", "32", "--chunk-frames", "8", "--no-progress"]
+    args = ["--src", str(root), "--out", str(out), "--skipped", str(skipped)] + STAGE_ARGS
     stage_main(args)
     assert open_frames(out).frames.shape == (42, 112, 112)
     assert skipped.read_text().startswith("FileName,file,row,kind,reason\n")
@@ -216,11 +222,141 @@ def test_stage_cli(tmp_path):
     (clean / "VolumeTracings.csv").unlink()
     stage_main(args[:1] + [str(clean)] + args[2:])
     assert skipped.read_text() == "FileName,file,row,kind,reason\n"
-    # failing on the bad fraction: exit status 1, report written, no store
+    # failing on the bad fraction: one line, exit status 1, report written, no store
     bad = make_bad_source(tmp_path / "bad")
     out2 = tmp_path / "frames" / "bad.zarr"
+    capsys.readouterr()
     with pytest.raises(SystemExit) as err:
-        stage_main(["--src", str(bad), "--out", str(out2), "--skipped", str(skipped),
-                    "--no-progress"])
+        stage_main(["--src", str(bad), "--out", str(out2), "--skipped", str(skipped)]
+                   + STAGE_ARGS)
     assert err.value.code == 1 and not out2.exists()
+    line = capsys.readouterr().err
+    assert line.count("\n") == 1 and "max_bad_fraction" in line
     assert "missing" in set(pd.read_csv(skipped)["kind"])
+
+
+def test_stage_requires_every_value(tmp_path):
+    root = make_source(tmp_path / "src", videos=VIDEOS[:1])
+    base = ["--src", str(root), "--out", str(tmp_path / "o.zarr"), "--skipped",
+            str(tmp_path / "s.csv")]
+    for k in range(0, len(STAGE_ARGS) - 1, 2):   # leave out one value argument at a time
+        with pytest.raises(SystemExit) as err:
+            stage_main(base + STAGE_ARGS[:k] + STAGE_ARGS[k + 2:])
+        assert err.value.code == 2
+    assert not (tmp_path / "o.zarr").exists()
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--max-bad-fraction", "nan", r"max_bad_fraction must be a number in \[0, 1\], got nan"),
+    ("--max-bad-fraction", "1.5", r"got 1\.5: fix ingest\.max_bad_fraction"),
+    ("--shard-frames", "0", r"shard_frames must be a whole number >= 1, got 0"),
+    ("--chunk-frames", "-8", r"chunk_frames must be a whole number >= 1, got -8"),
+    ("--chunk-frames", "12", r"shard_frames 32 is not a multiple of chunk_frames 12"),
+    ("--workers", "0", r"workers must be a whole number >= 1, got 0"),
+    ("--tracing-policy", "mean", r"tracing_policy 'mean' is not one of first, last, largest"),
+])
+def test_stage_bad_settings_are_one_line_errors(tmp_path, capsys, flag, value, message):
+    root = make_source(tmp_path / "src", videos=VIDEOS[:1])
+    skipped = tmp_path / "s.csv"
+    args = list(STAGE_ARGS)
+    args[args.index(flag) + 1] = value
+    with pytest.raises(SystemExit) as err:
+        stage_main(["--src", str(root), "--out", str(tmp_path / "o.zarr"), "--skipped",
+                    str(skipped)] + args)
+    err_text = capsys.readouterr().err
+    assert err.value.code == 1 and err_text.count("\n") == 1
+    assert re.search(message, err_text), err_text
+    assert not (tmp_path / "o.zarr").exists() and not skipped.exists()
+
+
+def test_stage_unreadable_filelist_is_a_one_line_error(tmp_path, capsys):
+    root = make_source(tmp_path / "src", videos=VIDEOS[:1])
+    with open(root / "FileList.csv", "ab") as f:
+        f.write("v\u00e9,50,0,0,112,112,50,12,TRAIN\n".encode("latin-1"))   # line 3
+    with pytest.raises(SystemExit) as err:
+        stage_main(["--src", str(root), "--out", str(tmp_path / "o.zarr"), "--skipped",
+                    str(tmp_path / "s.csv")] + STAGE_ARGS)
+    text = capsys.readouterr().err
+    assert err.value.code == 1 and text.count("\n") == 1
+    assert "FileList.csv' line 3 is not valid UTF-8" in text
+
+
+def test_split_typo_and_ef_range_rows_are_skipped_not_extra(tmp_path):
+    videos = VIDEOS + [("typo", 5, 50, 112, 5, "TRIAN"), ("badef", 5, 50, 112, 5, "TEST")]
+    root = make_source(tmp_path / "src", videos)
+    lines = (root / "FileList.csv").read_text().splitlines()
+    lines[-1] = lines[-1].replace(",55,", ",155,")   # badef: EF 155
+    (root / "FileList.csv").write_text("\n".join(lines) + "\n")
+    report = ingest(root, tmp_path / "out.zarr", max_bad_fraction=0.5,
+                    skipped_path=tmp_path / "skipped.csv")
+    assert list(open_frames(tmp_path / "out.zarr").index["FileName"]) == ["v0", "v1", "v2", "v3"]
+    skipped = pd.read_csv(tmp_path / "skipped.csv")
+    rows = skipped[skipped["FileName"].isin(["typo", "badef"])]
+    # one row each (their videos on disk are not also called "not listed in FileList.csv")
+    assert sorted(rows["FileName"]) == ["badef", "typo"] and set(rows["kind"]) == {"filelist"}
+    assert list(rows["row"]) == [6, 7] and report.bad == 2 and report.rows == 6
+    assert "'TRIAN' is not one of" in rows.iloc[0]["reason"]
+    assert "EF 155 is outside 0-100" in rows.iloc[1]["reason"]
+
+
+def test_two_annotators_and_a_640x480_video(tmp_path):
+    # v0 (112x112): frame 2 has two annotators' tracings (42 rows); the first is used and the
+    # frame is noted. big (640x480): a bright rectangle on columns 160..479, rows 120..359,
+    # traced in the video's pixels; after resizing, its mask and the bright pixels coincide.
+    big = np.zeros((6, 480, 640), np.uint8)
+    big[:, 120:360, 160:480] = 200
+    videos = VIDEOS[:1] + [("big", 6, 50, 480, 6, "TEST")]
+    root = make_source(tmp_path / "src", videos)
+    write_avi(root / "Videos" / "big.avi", big)
+    lines = (root / "FileList.csv").read_text().replace("big.avi,51,0,0,480,480",
+                                                        "big.avi,51,0,0,480,640")
+    (root / "FileList.csv").write_text(lines)
+    rows = (tracing("v0.avi", 2, cx=40, top=10, bottom=70, half_width=15)
+            + tracing("v0.avi", 2, cx=42, top=12, bottom=66, half_width=12)
+            + tracing("v0.avi", 8, cx=40, top=20, bottom=60, half_width=8)
+            + [("big.avi", 320.0, 20.0, 320.0, 359.0, 1)]
+            + [("big.avi", 160.0, y, 479.0, y, 1) for y in np.linspace(120, 359, 20)]
+            + tracing("big.avi", 4, cx=320, top=200, bottom=300, half_width=40))
+    pd.DataFrame(rows, columns=["FileName", "X1", "Y1", "X2", "Y2", "Frame"]).to_csv(
+        root / "VolumeTracings.csv", index=False)
+    ingest(root, tmp_path / "out.zarr", skipped_path=tmp_path / "skipped.csv")
+    store = open_frames(tmp_path / "out.zarr")
+    traced = store.traced
+    assert [tuple(r) for r in traced[["FileName", "frame", "phase"]].itertuples(index=False)] \
+        == [("v0", 2, "ED"), ("v0", 8, "ES"), ("big", 1, "ED"), ("big", 4, "ES")]
+    assert np.array_equal(store.traced_masks[0], rectangle(13, 70, 25, 55))
+    bright = (store.video(1)[1] > 100).astype(np.uint8)
+    assert np.array_equal(bright, rectangle(28, 83, 28, 83))
+    assert np.array_equal(store.traced_masks[2], bright)
+    skipped = pd.read_csv(tmp_path / "skipped.csv")
+    assert len(skipped) == 1
+    note = skipped.iloc[0]
+    assert (note["FileName"], note["kind"], note["row"]) == ("v0", "note", 2)
+    assert "42 rows in 2 parts" in note["reason"] and "used lines 2-22" in note["reason"]
+
+
+def test_interrupted_ingest_leaves_the_old_report(tmp_path, monkeypatch):
+    root = make_source(tmp_path / "src")
+    skipped = tmp_path / "skipped.csv"
+    skipped.write_text("old report\n")
+    real_decode = ingest_module.decode_video
+
+    def decode(path):
+        if Path(path).stem == "v2":
+            raise KeyboardInterrupt
+        return real_decode(path)
+
+    monkeypatch.setattr(ingest_module, "decode_video", decode)
+    with pytest.raises(KeyboardInterrupt):
+        ingest(root, tmp_path / "out.zarr", skipped_path=skipped, workers=1)
+    assert skipped.read_text() == "old report\n"
+    assert not (tmp_path / "out.zarr").exists()
+    assert not partial_path(tmp_path / "out.zarr").exists()
+
+
+def test_library_rejects_bad_settings(tmp_path):
+    root = make_source(tmp_path / "src", videos=VIDEOS[:1])
+    for kw in ({"max_bad_fraction": float("nan")}, {"shard_frames": 0}, {"chunk_frames": 0},
+               {"batch_videos": 0}, {"workers": -1}, {"tracing_policy": "all"}):
+        with pytest.raises(InputError):
+            ingest(root, tmp_path / "o.zarr", **kw)

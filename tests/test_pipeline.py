@@ -1,7 +1,12 @@
-"""End to end: `dvc repro` in a temporary clone of the repository on a tiny configuration.
+"""End to end: `dvc repro` in temporary clones of the repository on tiny configurations.
 
-The clone holds the working tree's tracked and untracked (not ignored) files, committed in a
-fresh git repository, so the test sees exactly what a user's clone would. Runs in a few minutes.
+A clone holds the working tree's tracked and untracked (not ignored) files, committed in a fresh
+git repository, so the tests see exactly what a user's clone would. Two set-ups:
+
+- the embedded default (phantom) made tiny: repro, up to date, a metrics-code edit reruns
+  evaluation only, ``dvc exp run -S`` of a student and of composite/conditioned training;
+- EchoNet-like folders outside the repository (no phantom stage runs), a teacher given only as
+  cached ``.seg.npz`` outputs on one source, and an evaluation-only source with tracings.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -26,8 +32,15 @@ TINY = {
     },
     "teacher": {"epochs": 3},
     "train": {"epochs": 2, "steps_per_epoch": 3, "batch": 2, "sequence_length": 8},
-    "pareto": {"blocks": [2], "layers_per_block": [1], "hidden": [2]},
 }
+# Replaced whole: the main student and one grid point.
+STUDENTS = {
+    "student": {"blocks": 2, "layers_per_block": 1, "hidden": 3, "kernel_size": 3,
+                "skip": False},
+    "b2-l1-h2": {"blocks": 2, "layers_per_block": 1, "hidden": 2, "kernel_size": 3,
+                 "skip": False},
+}
+TEACHER_KEYS = ("teacher_", "_teacher", "_teacher_ref", "agreement_")
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -50,9 +63,10 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return proc
 
 
-@pytest.fixture(scope="module")
-def clone(tmp_path_factory) -> Path:
-    dst = tmp_path_factory.mktemp("clone")
+GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+
+
+def _clone(dst: Path, params: dict) -> Path:
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT,
                            capture_output=True, text=True, check=True).stdout.split("\0")
     for rel in filter(None, files):
@@ -60,15 +74,29 @@ def clone(tmp_path_factory) -> Path:
         if src.is_file():
             (dst / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dst / rel)
-    params = yaml.safe_load((dst / "params.yaml").read_text())
-    (dst / "params.yaml").write_text(yaml.safe_dump(_merge(params, TINY), sort_keys=False))
+    (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     # The committed lock and git-tracked outputs belong to the default configuration.
     (dst / "dvc.lock").unlink(missing_ok=True)
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    shutil.rmtree(dst / "models" / "teacher", ignore_errors=True)
     _run(["git", "init", "-q"], dst)
-    _run([*git, "add", "-A"], dst)
-    _run([*git, "commit", "-qm", "tiny"], dst)
+    _run([*GIT, "add", "-A"], dst)
+    _run([*GIT, "commit", "-qm", "tiny"], dst)
     return dst
+
+
+def _default_params() -> dict:
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory) -> Path:
+    params = _merge(_default_params(), TINY)
+    params["students"] = STUDENTS
+    return _clone(tmp_path_factory.mktemp("clone"), params)
+
+
+def _metrics(clone: Path, name: str = "student") -> dict:
+    return json.loads((clone / f"reports/students/{name}/metrics.json").read_text())
 
 
 @pytest.mark.slow
@@ -77,11 +105,14 @@ def test_repro_builds_everything_then_is_up_to_date(clone: Path):
     for name in ("real", "synthetic"):
         assert (clone / f"data/raw/{name}/FileList.csv").is_file()
         assert (clone / f"data/frames/{name}.zarr/zarr.json").is_file()
-    metrics = json.loads((clone / "reports/metrics.json").read_text())
-    for key in ("dice_ed", "dice_es", "afd_ed", "afd_es", "teacher_dice_ed", "weights", "flops"):
+    metrics = _metrics(clone)
+    for key in ("dice_ed", "dice_es", "afd_ed", "afd_es", "ef_r", "ef_mae", "ef_area_r",
+                "ef_area_mae", "teacher_dice_ed", "agreement_synthetic_test", "weights"):
         assert key in metrics, key
     assert 0.0 <= metrics["dice_ed"] <= 1.0
-    assert (clone / "reports/pareto.csv").is_file()
+    assert (clone / "reports/students/b2-l1-h2/point.json").is_file()
+    summary = json.loads((clone / "reports/pareto_summary.json").read_text())
+    assert {"gap_best", "gap_main", "best_student", "teacher_dice"} <= set(summary)
     # Nothing changed: a second repro must not run any stage.
     status = _run(["dvc", "status"], clone).stdout
     assert "up to date" in status, status
@@ -90,12 +121,90 @@ def test_repro_builds_everything_then_is_up_to_date(clone: Path):
 
 
 @pytest.mark.slow
+def test_editing_metrics_code_reruns_evaluation_only(clone: Path):
+    metrics_py = clone / "echodfkd" / "metrics.py"
+    original = metrics_py.read_text()
+    try:
+        metrics_py.write_text(original + "\n# an edit\n")
+        status = _run(["dvc", "status", "--json"], clone).stdout
+        changed = sorted(json.loads(status))
+        assert changed and all(s.startswith("evaluate@") or s == "pareto_report"
+                               for s in changed), changed
+        assert {"evaluate@student", "evaluate@b2-l1-h2", "pareto_report"} <= set(changed)
+    finally:
+        metrics_py.write_text(original)
+    assert "up to date" in _run(["dvc", "status"], clone).stdout
+
+
+@pytest.mark.slow
 def test_exp_run_with_param_then_metrics_diff(clone: Path):
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
-    _run([*git, "add", "-A"], clone)
-    _run([*git, "commit", "-qm", "baseline", "--allow-empty"], clone)
-    _run(["dvc", "exp", "run", "-S", "student.hidden=4"], clone)
-    diff = _run(["dvc", "metrics", "diff", "--json"], clone).stdout
-    changes = json.loads(diff)
-    assert "reports/metrics.json" in changes, changes
-    assert "weights" in changes["reports/metrics.json"], changes
+    _run([*GIT, "add", "-A"], clone)
+    _run([*GIT, "commit", "-qm", "baseline", "--allow-empty"], clone)
+    out = _run(["dvc", "exp", "run", "-S", "students.student.hidden=4"], clone).stdout
+    # only the main student is retrained: the grid point's stages are unchanged
+    assert "train@student" in out and "Running stage 'train@b2-l1-h2'" not in out, out
+    changes = json.loads(_run(["dvc", "metrics", "diff", "--json"], clone).stdout)
+    key = "reports/students/student/metrics.json"
+    assert key in changes and "weights" in changes[key], changes
+
+
+@pytest.mark.slow
+def test_exp_run_composite_batches_and_ef_condition(clone: Path):
+    _run(["dvc", "exp", "run", "-S", "train.sources=synthetic:TRAIN@3 real:TRAIN@1",
+          "-S", "train.filter_column=EF", "-S", "train.filter_min=10",
+          "-S", "train.filter_max=60"], clone)
+    train = json.loads((clone / "models/students/student/train.json").read_text())
+    params = yaml.safe_load((clone / "params.yaml").read_text())
+    assert params["train"]["sources"] == "synthetic:TRAIN@3 real:TRAIN@1"
+    # both sources took part, each filtered to 10 <= EF <= 60
+    import zarr  # noqa: F401  (the stores are read through echodfkd.store)
+    from echodfkd.store import open_frames
+    expected = 0
+    for src in ("synthetic", "real"):
+        idx = open_frames(clone / f"data/frames/{src}.zarr").index
+        rows = idx[(idx["Split"] == "TRAIN") & idx["EF"].between(10, 60)]
+        expected += len(rows)
+    assert train["train_videos"] == expected, train
+
+
+@pytest.fixture(scope="module")
+def echonet_clone(tmp_path_factory) -> Path:
+    """Two EchoNet-like folders outside the repo: A (unlabelled, with teacher outputs only)
+    and B (human tracings, no teacher outputs: evaluation only)."""
+    from echodfkd.phantom import generate_set
+
+    data = tmp_path_factory.mktemp("echonet")
+    generate_set(data / "A", style="synthetic", seed=3, n_train=8, n_val=3, n_test=2,
+                 n_frames=24, progress=False)
+    generate_set(data / "B", style="real", seed=4, n_train=2, n_val=1, n_test=4,
+                 n_frames=24, progress=False)
+    seg = data / "A-teacher-outputs"
+    seg.mkdir()
+    for f in sorted((data / "A" / "GroundTruth").glob("*.npz")):
+        with np.load(f) as z:
+            masks = z["masks"]
+        # what the EchoNet research code writes: uint8 sigmoid*255, (T, 1, 112, 112)
+        np.savez_compressed(seg / f"{f.stem}.seg.npz", (masks[:, None] * 230).astype(np.uint8))
+    params = _merge(_default_params(), TINY)
+    params["phantom"] = {}
+    params["sources"] = {"A": {"path": str(data / "A"), "teacher": True},
+                         "B": {"path": str(data / "B"), "teacher": False}}
+    params["teacher"]["members"] = f"outputs:{seg}"
+    params["teacher"]["fit_source"] = "A"
+    params["students"] = {"student": STUDENTS["student"]}
+    params["train"].update({"sources": "A:TRAIN", "val": "A:VAL"})
+    params["evaluate"].update({"source": "B", "split": "TEST", "agreement_source": "B",
+                               "agreement_split": "TEST", "sources": ["B"]})
+    return _clone(tmp_path_factory.mktemp("echonet_clone"), params)
+
+
+@pytest.mark.slow
+def test_outputs_only_teacher_and_evaluation_only_source(echonet_clone: Path):
+    out = _run(["dvc", "repro"], echonet_clone)
+    assert "phantom" not in out.stdout and not (echonet_clone / "data/raw/A").exists()
+    m = _metrics(echonet_clone)
+    assert {"dice_ed", "dice_es", "afd_ed", "afd_es", "ef_r", "ef_mae"} <= set(m), m
+    assert not [k for k in m if any(t in k for t in TEACHER_KEYS)], m
+    assert all(isinstance(v, (int, float)) and np.isfinite(v) for v in m.values()), m
+    masks = json.loads((echonet_clone / "data/teacher/B.zarr/zarr.json").read_text())
+    assert masks["attributes"]["covered"] is False

@@ -28,3 +28,24 @@ def write_avi(path: Path, frames: np.ndarray, fps: float = 50, fourcc: str = "MJ
     for f in frames:
         writer.write(cv2.cvtColor(f, cv2.COLOR_GRAY2BGR))
     writer.release()
+
+
+def tracing(name: str, frame: int, cx: float, top: float, bottom: float, half_width: float,
+            chords: int = 20) -> list[tuple]:
+    """VolumeTracings rows of one rectangle-shaped tracing (as ``FileName, X1, Y1, X2, Y2,
+    Frame`` tuples): a vertical long axis from (cx, top) to (cx, bottom), then ``chords``
+    horizontal chords from x = cx - half_width to cx + half_width at y = top + k * (bottom -
+    top) / chords, k = 1..chords. Its mask is the rectangle rows rint(first y)..rint(bottom),
+    columns cx - half_width..cx + half_width (boundary included)."""
+    step = (bottom - top) / chords
+    rows = [(name, float(cx), float(top), float(cx), float(bottom), frame)]
+    rows += [(name, float(cx - half_width), top + k * step, float(cx + half_width),
+              top + k * step, frame) for k in range(1, chords + 1)]
+    return rows
+
+
+def rectangle(r0: int, r1: int, c0: int, c1: int, shape=(112, 112)) -> np.ndarray:
+    """uint8 mask with rows r0..r1 and columns c0..c1 (inclusive) set to 1."""
+    mask = np.zeros(shape, np.uint8)
+    mask[r0:r1 + 1, c0:c1 + 1] = 1
+    return mask

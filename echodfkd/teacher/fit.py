@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from echodfkd.metrics import dice_per_frame
+from echodfkd.overlap import dice_per_frame
 from echodfkd.models.unet import UNet
 
 
