@@ -12,15 +12,34 @@ ratios, not the absolute numbers):
    teacher ``UNet`` (``echodfkd.models.unet``, width 16, depth 3) on the same frames, with
    weights and FLOPs per frame.
 
+3. ``StudentNet`` against the same network written the common way (``StraightStudent``
+   below: one conv over ``[x_t, h]`` at every time step, ``chunk`` + three sigmoids, nearest
+   upsampling then conv, 1x1 conv head; same parameters, loaded from the same state_dict),
+   for the default student (3 blocks x 1 layer x hidden 6) and the paper's (3 x 3 x 12):
+   training (forward + backward of BCE, batch 2 x 16 frames) and inference (no grad, 1 video x
+   32 frames, state from zero), at 112 and 56 pixels, with 1 and 2 torch threads. Inference
+   rows add the TorchScript export (``echodfkd.export``) run on the same frames. Variants are
+   interleaved round by round and each figure is the median over ``--rounds`` rounds; "noise"
+   is the largest (p75 - p25) / median over the variants of a row. The last line prints the
+   smallest project / straightforward ratio.
+
+   Tried and dropped (measured no gain or a loss on the 2-core EPYC): the input half of the
+   ConvLSTM conv batched over all B*T frames (the previous StudentNet: slower, one large conv
+   leaves the caches), a hand-written autograd Function for the gate math, channels_last for
+   the recurrence, splitting the per-frame convs into small frame groups, chunking inference
+   in time, ``torch.compile`` of the gate math (guard overhead ~ its gain). bf16 convolutions
+   were 1.4-1.6x faster on the deeper layers but change the logits by ~1e-2: not used.
+
 Data: ``--frames``/``--masks`` stores when they exist (default: the synthetic source of the
 pipeline), else a small phantom store (ground-truth masks as targets) built in a temp folder.
 
-    python bench/student.py [--videos 8] [--clips 40] [--threads 1]
+    python bench/student.py [--videos 8] [--clips 40] [--threads 1] [--sections 1 2 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -30,8 +49,10 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from echodfkd.cost import count_weights, flops_per_frame, frames_per_second
+from echodfkd.export import export_student, load_exported
 from echodfkd.models.convlstm import StudentNet
 from echodfkd.store import (INDEX_COLUMNS, TRACED_COLUMNS, finish_frame_store, init_frame_store,
                             init_mask_store, open_frames, open_masks)
@@ -92,6 +113,127 @@ def clips_per_second(fetch, clips: list[tuple[int, int]]) -> float:
     return len(clips) / (time.perf_counter() - t0)
 
 
+class StraightCell(nn.Module):
+    """ConvLSTM layer written the common way: one conv over [x_t, h] at every step."""
+
+    def __init__(self, in_ch: int, hidden: int, kernel_size: int) -> None:
+        super().__init__()
+        self.hidden = hidden
+        self.conv = nn.Conv2d(in_ch + hidden, 4 * hidden, kernel_size, padding=kernel_size // 2)
+
+    def forward(self, x, state=None):
+        b, t, _, hh, ww = x.shape
+        h = c = x.new_zeros(b, self.hidden, hh, ww)
+        if state is not None:
+            h, c = state
+        out = []
+        for k in range(t):
+            i, f, o, g = self.conv(torch.cat([x[:, k], h], 1)).chunk(4, 1)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h = torch.sigmoid(o) * torch.tanh(c)
+            out.append(h)
+        return torch.stack(out, 1), (h, c)
+
+
+class StraightStudent(nn.Module):
+    """StudentNet(skip=False)'s architecture and parameter names, written the common way
+    (BatchNorm, pooling, decoder and head applied per frame on (B*T, C, H, W))."""
+
+    def __init__(self, blocks: int, layers_per_block: int, hidden: int,
+                 kernel_size: int = 3) -> None:
+        super().__init__()
+        self.blocks, self.layers_per_block = blocks, layers_per_block
+        self.cells, self.norms = nn.ModuleList(), nn.ModuleList()
+        in_ch = 1
+        for k in range(blocks):
+            for _ in range(layers_per_block):
+                self.cells.append(StraightCell(in_ch, hidden * 2 ** k, kernel_size))
+                self.norms.append(nn.BatchNorm2d(hidden * 2 ** k))
+                in_ch = hidden * 2 ** k
+        self.up_convs, self.up_norms = nn.ModuleList(), nn.ModuleList()
+        for k in range(blocks - 1, 0, -1):
+            self.up_convs.append(nn.Conv2d(hidden * 2 ** k, hidden * 2 ** (k - 1), 3, padding=1))
+            self.up_norms.append(nn.BatchNorm2d(hidden * 2 ** (k - 1)))
+        self.head = nn.Conv2d(hidden, 1, 1)
+
+    def forward(self, x, state=None):
+        def per_frame(fn, y):
+            z = fn(y.flatten(0, 1))
+            return z.view(y.shape[0], y.shape[1], *z.shape[1:])
+        new, layer = [], 0
+        for k in range(self.blocks):
+            for _ in range(self.layers_per_block):
+                x, s = self.cells[layer](x, None if state is None else state[layer])
+                new.append(s)
+                x = per_frame(self.norms[layer], x)
+                layer += 1
+            if k < self.blocks - 1:
+                x = per_frame(lambda y: F.max_pool2d(y, 2), x)
+        for conv, norm in zip(self.up_convs, self.up_norms):
+            x = per_frame(lambda y: F.relu(norm(conv(F.interpolate(y, scale_factor=2)))), x)
+        return per_frame(self.head, x), new
+
+
+def side_by_side(rounds: int, threads: list[int], tmp: Path) -> list[dict]:
+    """Section 3: one row per student x mode x resolution x threads (see module docstring)."""
+    rows = []
+    students = {"default 3x1x6": (3, 1, 6), "paper 3x3x12": (3, 3, 12)}
+    for n_threads in threads:
+        torch.set_num_threads(n_threads)
+        for name, cfg in students.items():
+            for mode in ("train", "infer"):
+                for res in (112, 56):
+                    torch.manual_seed(0)
+                    proj = StudentNet(*cfg)
+                    straight = StraightStudent(*cfg)
+                    straight.load_state_dict(proj.state_dict())
+                    if mode == "train":
+                        x = torch.rand(2, 16, 1, res, res)
+                        y = torch.rand_like(x)
+
+                        def call(m, x=x, y=y):
+                            m.zero_grad(set_to_none=True)
+                            F.binary_cross_entropy_with_logits(m(x)[0], y).backward()
+                        variants = {"project": lambda: call(proj),
+                                    "straight": lambda: call(straight)}
+                    else:
+                        proj.eval()
+                        straight.eval()
+                        x = torch.rand(1, 32, 1, res, res)
+                        exported = load_exported(export_student(proj, tmp / "s.ts", size=res))
+
+                        def call(m, x=x):
+                            with torch.inference_mode():
+                                return m(x)[0]
+                        with torch.inference_mode():
+                            err = max((proj(x)[0] - straight(x)[0]).abs().max().item(),
+                                      (proj(x)[0] - exported(x)[0]).abs().max().item())
+                        assert err < 1e-3, f"outputs differ by {err}"
+                        variants = {"project": lambda: call(proj),
+                                    "straight": lambda: call(straight),
+                                    "exported": lambda: call(exported)}
+                    times = {k: [] for k in variants}
+                    for fn in variants.values():  # warm-up
+                        fn()
+                    for _ in range(rounds):
+                        for k, fn in variants.items():
+                            t0 = time.perf_counter()
+                            fn()
+                            times[k].append(time.perf_counter() - t0)
+                    med = {k: statistics.median(v) for k, v in times.items()}
+                    noise = max((np.percentile(v, 75) - np.percentile(v, 25)) / med[k]
+                                for k, v in times.items())
+                    frames = x.shape[0] * x.shape[1]
+                    rows.append({"student": name, "mode": mode, "res": res,
+                                 "threads": n_threads,
+                                 **{f"{k} fps": frames / m for k, m in med.items()},
+                                 "ratio": med["straight"] / med["project"], "noise": noise})
+                    print("   " + "  ".join(f"{k}={v:.2f}" if isinstance(v, float) else
+                                            f"{k}={v}" for k, v in rows[-1].items()),
+                          flush=True)
+    return rows
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--frames", default="data/frames/synthetic.zarr")
@@ -100,7 +242,28 @@ def main(argv=None) -> None:
     p.add_argument("--clips", type=int, default=40)
     p.add_argument("--sequence-length", type=int, default=16)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--sections", type=int, nargs="+", default=[1, 2, 3])
+    p.add_argument("--rounds", type=int, default=5, help="section 3: interleaved rounds")
+    p.add_argument("--side-threads", type=int, nargs="+", default=[1, 2],
+                   help="section 3: torch thread counts")
     a = p.parse_args(argv)
+    if 3 in a.sections:
+        with tempfile.TemporaryDirectory() as tmp:
+            print("\n3. StudentNet vs the same network written the common way (frames/s, "
+                  f"median of {a.rounds} interleaved rounds; ratio = project / straightforward "
+                  "speed)", flush=True)
+            rows = side_by_side(a.rounds, a.side_threads, Path(tmp))
+        table = pd.DataFrame(rows)
+        with pd.option_context("display.width", 200, "display.max_columns", 20):
+            print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+        worst = table.loc[table["ratio"].idxmin()]
+        print(f"noise: (p75-p25)/median up to {table['noise'].max():.2f} "
+              f"(median {table['noise'].median():.2f}) over the rows")
+        print(f"median ratio {table['ratio'].median():.2f}; smallest ratio project / "
+              f"straightforward: {worst['ratio']:.2f} ({worst['student']}, {worst['mode']}, "
+              f"{worst['res']}px, {worst['threads']} thread(s))")
+    if not {1, 2} & set(a.sections):
+        return
     torch.set_num_threads(a.threads)
     L = a.sequence_length
     with tempfile.TemporaryDirectory() as tmp:

@@ -99,7 +99,7 @@ def mask_compressor() -> zarr.codecs.ZstdCodec:
 
 
 def create_frame_array(group: zarr.Group, name: str, n_frames: int, *,
-                       shard_frames: int = 2048, chunk_frames: int = 64,
+                       shard_frames: int = 2048, chunk_frames: int = 128,
                        compressor: zarr.abc.codec.BytesBytesCodec | None = None) -> zarr.Array:
     """Create a uint8 (n_frames, 112, 112) array sharded along the frame axis, compressed
     with ``compressor`` (default :func:`mask_compressor`)."""
@@ -313,7 +313,7 @@ def open_masks(path: str | os.PathLike, frames: FrameStore | None = None) -> Mas
 
 
 def init_mask_store(path: str | os.PathLike, frames: FrameStore, *, shard_frames: int = 2048,
-                    chunk_frames: int = 64, resume: bool = False, **attrs) -> zarr.Group:
+                    chunk_frames: int = 128, resume: bool = False, **attrs) -> zarr.Group:
     """Create (or, with ``resume``, reopen) a mask store aligned with ``frames``.
 
     Resuming reuses an existing store at ``path`` only if it was made for the same frames;

@@ -9,6 +9,12 @@ The store is built under ``partial_path(out)`` one shard block at a time; finish
 listed in ``attrs["done_blocks"]`` (block start frames), so an interrupted run resumes where it
 stopped when rerun with the same student file (``attrs["student_sha"]``). The store is renamed
 to ``out`` when complete (``attrs["complete"] = True``).
+
+Memory is bounded by the videos in flight (``videos_per_batch`` videos of at most the longest
+video's frames, plus the predictions of videos that straddle the current shard block), not by
+the store's size. On CUDA, frames go through pinned memory with non-blocking copies; the student
+runs in float32 (no autocast: its ConvLSTM state is carried over hundreds of frames, where
+bf16 rounding would accumulate, and the student is small enough that AMP buys little).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from echodfkd.errors import InputError
 from echodfkd.models.convlstm import StudentNet
 from echodfkd.runtime import file_sha256, resolve_device
 from echodfkd.store import commit, init_mask_store, open_frames, partial_path, shard_blocks
@@ -45,10 +52,13 @@ def predict_videos(model: StudentNet, frames: np.ndarray, *, chunk: int = 64,
         raise ValueError(f"chunk must be >= 1, got {chunk}")
     device = torch.device(device) if device is not None else next(model.parameters()).device
     out = np.empty(frames.shape, np.uint8)
+    cuda = device.type == "cuda"
     state = None
     for s in range(0, frames.shape[1], chunk):
-        x = torch.from_numpy(np.ascontiguousarray(frames[:, s:s + chunk])).to(device)
-        x = x.float().div_(255.0).unsqueeze(2)
+        x = torch.from_numpy(np.ascontiguousarray(frames[:, s:s + chunk]))
+        if cuda:  # page-locked host memory: the host-to-device copy does not block
+            x = x.pin_memory()
+        x = x.to(device, non_blocking=cuda).float().div_(255.0).unsqueeze(2)
         logits, state = model(x, state)
         p = torch.sigmoid(logits[:, :, 0]).mul_(255.0).round_().to(torch.uint8)
         out[:, s:s + chunk] = p.cpu().numpy()
@@ -82,7 +92,7 @@ def predict_padded(model: StudentNet, videos: list[np.ndarray], *, chunk: int = 
 def infer_store(student: str | os.PathLike, frames: str | os.PathLike, out: str | os.PathLike,
                 *, chunk: int = 64, videos_per_batch: int | None = None,
                 device: torch.device | str | None = None, shard_frames: int = 2048,
-                chunk_frames: int = 64, resume: bool = True, progress: bool = True,
+                chunk_frames: int = 128, resume: bool = True, progress: bool = True,
                 splits: Sequence[str] | None = None) -> Path:
     """Write the student's soft masks for every frame of the frame store ``frames`` to the
     mask store ``out`` (see module docstring). Returns ``out``.
@@ -94,21 +104,34 @@ def infer_store(student: str | os.PathLike, frames: str | os.PathLike, out: str 
     ``videos_per_batch`` videos are run together (zero-padded to the longest); default 1 on
     CPU, 8 on CUDA. Frames belonging to no video (none in a valid store) stay 0.
     """
-    device = resolve_device(device)
+    try:
+        device = resolve_device(device)
+    except RuntimeError as exc:
+        raise InputError(f"device {device!r} is not a torch device ({exc}): use auto, cpu or "
+                         f"cuda") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {str(device)!r} asked for but CUDA is not available: use "
+                         f"auto or cpu")
     if videos_per_batch is None:
         videos_per_batch = 8 if device.type == "cuda" else 1
     if videos_per_batch < 1:
-        raise ValueError(f"videos_per_batch must be >= 1, got {videos_per_batch}")
+        raise InputError(f"videos_per_batch must be >= 1 (0 on the command line: auto), got "
+                         f"{videos_per_batch}")
+    if chunk < 1:
+        raise InputError(f"chunk must be >= 1 frame, got {chunk}")
     model = load_student(student, device)
     fs = open_frames(frames)
     n = int(fs.frames.shape[0])
     staging = partial_path(out)
     if splits is not None:
         splits = sorted(set(splits))
+        if not splits:
+            raise InputError(f"no split given to segment in {str(frames)!r}: name at least one "
+                             f"(it has {sorted(set(fs.index['Split']))})")
         unknown = sorted(set(splits) - set(fs.index["Split"]))
         if unknown:
-            raise ValueError(f"splits {unknown} not in {frames!r} (it has "
-                             f"{sorted(set(fs.index['Split']))})")
+            raise InputError(f"splits {unknown} not in {str(frames)!r} (it has "
+                             f"{sorted(set(fs.index['Split']))}): segment only splits it has")
     group = init_mask_store(staging, fs, shard_frames=shard_frames, chunk_frames=chunk_frames,
                             resume=resume, model="student", student_sha=file_sha256(student),
                             splits=splits)

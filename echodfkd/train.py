@@ -2,16 +2,22 @@
 
 Data flow:
 
-1. :func:`load_videos` reads the selected videos of one or more sources (a frame store and the
-   mask store aligned with it, design.md §6) into RAM once: frames and masks stay uint8
-   (112x112), 2 x 12.5 kB per frame. The phantom (100 + 20 synthetic videos x 64 frames) needs
-   ~190 MB. For EchoNet-Synthetic at full size (10k videos, ~1.9M frames) that would be ~48 GB:
-   there, either keep half-resolution uint8 copies (~12 GB), or replace the RAM arrays by a
-   reader that fetches each clip's Zarr chunks (128 frames) in background workers; the sampler
-   and training loop only need ``ClipSet``'s ``frames[idx]`` / ``masks[idx]`` indexing.
+1. The selected videos of one or more sources (a frame store and the mask store aligned with
+   it, docs/design.md §6) are opened by :func:`_open_data`: loaded into RAM
+   (:class:`~echodfkd.clips.ClipSet`, uint8, 2 x 12.5 kB per frame: the phantom's 100 + 20
+   synthetic videos x 64 frames take ~190 MB) when they take at most
+   ``LoaderConfig.stream_above_mb``, else streamed from the Zarr stores
+   (:class:`~echodfkd.clips.StreamingClips`: chunk-aware reads through an LRU cache of
+   ``cache_mb``, in ``workers`` background threads), so that peak memory does not grow with
+   the data set (EchoNet-Synthetic: ~1.9M frames, ~48 GB in RAM). Both give byte-identical
+   clips, hence the same weights for a seed; the log says which path was taken.
 2. Training clips are ``sequence_length`` consecutive frames of one video: the video is drawn
-   uniformly among the training videos and the start uniformly in ``[0, length - L]``, from a
-   ``numpy`` generator seeded by ``(seed, epoch)`` (so a resumed run draws the same clips).
+   uniformly among the training videos (composite training: first the source, with
+   probability weight / sum of weights, then a video uniformly within it) and the start
+   uniformly in ``[0, length - L]``, from a ``numpy`` generator seeded by ``(seed, epoch)``
+   (so a resumed run draws the same clips). Per step the draws are, in order: videos, starts,
+   then the augmentation's gain, gamma, noise level and noise (:func:`draw_augment`); the
+   prefetcher makes them in that order in the training thread and only the reads run ahead.
    Videos shorter than L are **skipped** (default; logged and counted in the result) or, with
    ``short_videos="pad"``, padded by repeating their last frame and mask.
 3. With ``half_resolution``, frames and soft targets are 2x2 average-pooled to 56x56 for
@@ -21,12 +27,23 @@ Data flow:
 4. Loss: binary cross-entropy with logits against the teacher's soft targets ``p = mask/255``.
    Adam, early stopping on the validation loss (``patience`` epochs without improvement); the
    best epoch's weights are kept. Validation clips are fixed: per validation video,
-   ``val_clips_per_video`` clips evenly spaced from its first to its last frame.
+   ``val_clips_per_video`` clips evenly spaced from its first to its last frame; they are read
+   one batch at a time (bounded memory on the streaming path).
 5. Every epoch a checkpoint (model, optimizer, epoch, torch RNG state, history, best weights,
-   config hash) is written atomically to ``checkpoint``; a rerun with the same configuration
-   and data (same hash) resumes after the last finished epoch and gives the same weights as an
-   uninterrupted run. dvclive curves (train_loss, val_loss, val_dice_vs_teacher, one step per
-   epoch) are rewritten from the checkpoint's history on resume, so no row is duplicated.
+   config hash) is written atomically to ``checkpoint``. The config hash covers the
+   configuration and the *inputs fingerprint* (:func:`echodfkd.clips.inputs_fingerprint`: the
+   frame store's index fingerprint, the mask store's ``content_sha`` or a hash of its files,
+   the selected videos and the mixing weights). A rerun with the same hash resumes after the
+   last finished epoch and gives the same weights as an uninterrupted run; a rerun on other
+   inputs logs what changed and starts afresh. dvclive curves (train_loss, val_loss,
+   val_dice_vs_teacher, one step per epoch) are rewritten from the checkpoint's history on
+   resume, so no row is duplicated.
+
+GPU (``device`` CUDA): batches are read into pinned memory and copied with ``non_blocking``;
+``LoaderConfig.amp`` runs forward/loss under bf16 autocast (sound for training clips of a few
+tens of frames: the loss is computed in float32 and the recurrent state is reset every clip;
+inference stays float32 because the ConvLSTM state is carried over hundreds of frames and
+bf16's 8-bit mantissa would accumulate there). On CPU ``amp`` is ignored.
 
 Defaults (``TrainConfig()``) are sized for the phantom on a 2-core CPU (~3 min for 100 x 64
 training frames on one busy core): 3 blocks x 1 layer, hidden 6 (43,945 weights, 0.17 GFLOPs
@@ -48,34 +65,30 @@ import json
 import logging
 import math
 import os
-from dataclasses import asdict, dataclass, field
+import pickle
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from echodfkd.clips import (ClipSet, Source, StreamingClips, choose_streaming,  # noqa: F401
+                            fixed_clips, inputs_fingerprint, load_videos, plan_videos, prefetch,
+                            prepare_short_videos, sample_clips, select_videos)
 from echodfkd.cost import count_weights
+from echodfkd.errors import InputError
 from echodfkd.models.convlstm import StudentNet
 from echodfkd.runtime import resolve_device
-from echodfkd.store import open_frames, open_masks, write_bytes_atomic
+from echodfkd.store import write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
 STUDENT_FORMAT = "echodfkd-student"
 CHECKPOINT_FORMAT = "echodfkd-student-checkpoint"
-
-
-@dataclass(frozen=True)
-class Source:
-    """A frame store, the mask store aligned with it (soft targets) and the splits to use."""
-
-    frames: str
-    masks: str
-    splits: tuple[str, ...] = ("TRAIN",)
-
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -105,188 +118,99 @@ class TrainConfig:
         for name in ("blocks", "layers_per_block", "hidden", "sequence_length", "batch_size",
                      "epochs", "patience", "val_clips_per_video"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise InputError(f"train setting {name} must be >= 1, got "
+                                 f"{getattr(self, name)}")
         if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
-            raise ValueError(f"steps_per_epoch must be >= 1 or None, got {self.steps_per_epoch}")
+            raise InputError(f"steps_per_epoch must be >= 1 (or 0/None: one pass), got "
+                             f"{self.steps_per_epoch}")
         if self.short_videos not in ("skip", "pad"):
-            raise ValueError(f"short_videos must be 'skip' or 'pad', got {self.short_videos!r}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+            raise InputError(f"short_videos must be 'skip' or 'pad', got {self.short_videos!r}")
+        if not self.lr > 0:
+            raise InputError(f"lr must be > 0, got {self.lr}")
 
     def model_config(self) -> dict:
         return {"blocks": self.blocks, "layers_per_block": self.layers_per_block,
                 "hidden": self.hidden, "kernel_size": self.kernel_size, "skip": self.skip}
 
 
-@dataclass
-class ClipSet:
-    """Videos held in RAM, concatenated like a frame store.
+@dataclass(frozen=True)
+class LoaderConfig:
+    """How training data reaches the model; none of it changes the trained weights.
 
-    ``frames``, ``masks``: uint8 (N, 112, 112); video v is ``[starts[v], starts[v] + lengths[v])``
-    (int64 arrays of shape (V,)); ``names[v]`` is ``"<frame store>:<FileName>"``.
-    ``skipped`` / ``padded`` name the videos shorter than the clip length that were dropped /
-    padded by :func:`prepare_short_videos`.
+    ``stream_above_mb``: frames + masks of the selected train + validation videos above this
+    many MiB are streamed from Zarr, at or below it loaded into RAM. ``cache_mb``: byte budget
+    of the decoded-chunk cache when streaming. ``workers``: background reader threads when
+    streaming (0: read in the training thread); ``depth``: steps read ahead per worker.
+    ``amp``: bf16 autocast of forward and loss on CUDA (ignored on CPU; see module docstring).
+    Defaults agree with ``params.yaml`` (``train.stream_above_mb``, ``train.cache_mb``,
+    ``train.loader_workers``, ``train.amp``).
     """
 
-    frames: np.ndarray
-    masks: np.ndarray
-    starts: np.ndarray
-    lengths: np.ndarray
-    names: list[str]
-    skipped: list[str] = field(default_factory=list)
-    padded: list[str] = field(default_factory=list)
+    stream_above_mb: float = 2048.0
+    cache_mb: float = 512.0
+    workers: int = 2
+    depth: int = 2
+    amp: bool = False
 
-    def __len__(self) -> int:
-        return len(self.names)
-
-
-def select_videos(index, splits: Sequence[str], *, filter_column: str | None = None,
-                  filter_min: float | None = None, filter_max: float | None = None,
-                  where: str = "index"):
-    """Rows of a frame store's video ``index`` in ``splits`` (and, with ``filter_column``,
-    with ``filter_min <= value <= filter_max``; missing values are excluded)."""
-    rows = index[index["Split"].isin(list(splits))]
-    if filter_column is not None:
-        if filter_column not in index.columns:
-            raise ValueError(f"filter column {filter_column!r} is not in the video index of "
-                             f"{where} (columns: {list(index.columns)})")
-        values = rows[filter_column].astype("float64")
-        keep = values.notna()
-        if filter_min is not None:
-            keep &= values >= filter_min
-        if filter_max is not None:
-            keep &= values <= filter_max
-        rows = rows[keep.to_numpy()]
-    return rows
+    def __post_init__(self) -> None:
+        for name in ("stream_above_mb", "cache_mb", "workers", "depth"):
+            if getattr(self, name) < 0:
+                raise InputError(f"loader setting {name} must be >= 0, got "
+                                 f"{getattr(self, name)}")
 
 
-def _runs(starts: np.ndarray, stops: np.ndarray) -> list[tuple[int, int]]:
-    """Merge sorted, contiguous [start, stop) ranges into maximal runs (fewer Zarr reads)."""
-    runs: list[list[int]] = []
-    for a, b in zip(starts.tolist(), stops.tolist()):
-        if runs and runs[-1][1] == a:
-            runs[-1][1] = b
-        else:
-            runs.append([a, b])
-    return [(a, b) for a, b in runs]
-
-
-def load_videos(sources: Sequence[Source], *, filter_column: str | None = None,
-                filter_min: float | None = None, filter_max: float | None = None) -> ClipSet:
-    """Read the frames and soft masks of the selected videos of ``sources`` into RAM.
-
-    The mask store of each source must be complete and aligned with its frame store
-    (checked by :func:`echodfkd.store.open_masks`).
-    """
-    plan, lengths, names = [], [], []
-    for src in sources:
-        fs = open_frames(src.frames)
-        ms = open_masks(src.masks, frames=fs)
-        rows = select_videos(fs.index, src.splits, filter_column=filter_column,
-                             filter_min=filter_min, filter_max=filter_max, where=src.frames)
-        rows = rows.sort_values("start")
-        starts = rows["start"].to_numpy(np.int64)
-        stops = rows["stop"].to_numpy(np.int64)
-        plan.append((fs, ms, _runs(starts, stops)))
-        lengths.extend((stops - starts).tolist())
-        names.extend(f"{src.frames}:{n}" for n in rows["FileName"].astype(str))
-    lengths_a = np.asarray(lengths, np.int64)
-    total = int(lengths_a.sum())
-    frames = np.empty((total, 112, 112), np.uint8)  # filled in place: no concatenation copy
-    masks = np.empty((total, 112, 112), np.uint8)
-    pos = 0
-    for fs, ms, runs in plan:
-        for a, b in runs:
-            frames[pos:pos + b - a] = fs.frames[a:b]
-            masks[pos:pos + b - a] = ms.masks[a:b]
-            pos += b - a
-    starts_a = np.concatenate([[0], np.cumsum(lengths_a)[:-1]]).astype(np.int64)
-    return ClipSet(frames, masks, starts_a, lengths_a, names)
-
-
-def prepare_short_videos(clips: ClipSet, sequence_length: int, policy: str) -> ClipSet:
-    """Drop (``"skip"``) or pad by repeating the last frame (``"pad"``) the videos shorter
-    than ``sequence_length``; empty videos are always dropped. Logs what it did."""
-    short = np.flatnonzero(clips.lengths < sequence_length)
-    if len(short) == 0:
-        return clips
-    if policy not in ("skip", "pad"):
-        raise ValueError(f"short_videos must be 'skip' or 'pad', got {policy!r}")
-    keep_f, keep_m, lengths, names, skipped, padded = [], [], [], [], [], []
-    for v, name in enumerate(clips.names):
-        a, n = int(clips.starts[v]), int(clips.lengths[v])
-        f, m = clips.frames[a:a + n], clips.masks[a:a + n]
-        if n < sequence_length:
-            if policy == "skip" or n == 0:
-                skipped.append(name)
-                continue
-            reps = np.full(n, 1)
-            reps[-1] += sequence_length - n
-            f, m = np.repeat(f, reps, axis=0), np.repeat(m, reps, axis=0)
-            padded.append(name)
-        keep_f.append(f)
-        keep_m.append(m)
-        lengths.append(len(f))
-        names.append(name)
-    if skipped:
-        log.warning("skipped %d video(s) shorter than the clip length %d: %s",
-                    len(skipped), sequence_length, ", ".join(skipped[:5]))
-    if padded:
-        log.warning("padded %d video(s) shorter than the clip length %d by repeating their "
-                    "last frame: %s", len(padded), sequence_length, ", ".join(padded[:5]))
-    lengths_a = np.asarray(lengths, np.int64)
-    empty = np.zeros((0, 112, 112), np.uint8)
-    return ClipSet(np.concatenate(keep_f) if keep_f else empty,
-                   np.concatenate(keep_m) if keep_m else empty,
-                   np.concatenate([[0], np.cumsum(lengths_a)[:-1]]).astype(np.int64),
-                   lengths_a, names, clips.skipped + skipped, clips.padded + padded)
-
-
-def sample_clips(lengths: np.ndarray, n: int, sequence_length: int,
-                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Draw ``n`` clips: (video ids int64 (n,), start frames int64 (n,)).
-
-    Videos are drawn uniformly; the start uniformly in ``[0, lengths[v] - sequence_length]``.
-    Every video must hold at least ``sequence_length`` frames.
-    """
-    lengths = np.asarray(lengths, np.int64)
-    if len(lengths) == 0:
-        raise ValueError("no video to sample clips from")
-    if lengths.min() < sequence_length:
-        raise ValueError(f"video of {lengths.min()} frames is shorter than the clip length "
-                         f"{sequence_length}")
-    videos = rng.integers(0, len(lengths), size=n)
-    starts = rng.integers(0, lengths[videos] - sequence_length + 1)
-    return videos.astype(np.int64), starts.astype(np.int64)
-
-
-def fixed_clips(lengths: np.ndarray, sequence_length: int,
-                per_video: int) -> tuple[np.ndarray, np.ndarray]:
-    """Deterministic clips: ``per_video`` starts per video evenly spaced over
-    ``[0, length - sequence_length]`` (duplicates removed). Returns (videos, starts)."""
-    videos, starts = [], []
-    for v, n in enumerate(np.asarray(lengths, np.int64).tolist()):
-        if n < sequence_length:
-            continue
-        s = np.unique(np.round(np.linspace(0, n - sequence_length, per_video)).astype(np.int64))
-        videos.extend([v] * len(s))
-        starts.extend(s.tolist())
-    return np.asarray(videos, np.int64), np.asarray(starts, np.int64)
-
-
-def make_batch(clips: ClipSet, videos: np.ndarray, starts: np.ndarray, sequence_length: int,
-               half_resolution: bool, device: torch.device | str = "cpu"
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Frames and soft targets of the given clips, float32 (B, L, 1, S, S) in [0, 1],
-    S = 56 with ``half_resolution`` (2x2 average pooling) else 112."""
-    idx = clips.starts[videos][:, None] + starts[:, None] + np.arange(sequence_length)
-    x = torch.from_numpy(clips.frames[idx]).to(device).float().div_(255.0)
-    y = torch.from_numpy(clips.masks[idx]).to(device).float().div_(255.0)
+def to_batch(frames: torch.Tensor, masks: torch.Tensor, half_resolution: bool,
+             device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 (B, L, 112, 112) frames and masks -> float32 (B, L, 1, S, S) in [0, 1] on
+    ``device``, S = 56 with ``half_resolution`` (2x2 average pooling) else 112. A pinned CPU
+    tensor is copied to CUDA without blocking."""
+    nb = frames.is_pinned() if frames.device.type == "cpu" else False
+    x = frames.to(device, non_blocking=nb).float().div_(255.0)
+    y = masks.to(device, non_blocking=nb).float().div_(255.0)
     b, t, h, w = x.shape
     if half_resolution:
         x = F.avg_pool2d(x.reshape(b * t, 1, h, w), 2)
         y = F.avg_pool2d(y.reshape(b * t, 1, h, w), 2)
     return x.reshape(b, t, 1, *x.shape[-2:]), y.reshape(b, t, 1, *y.shape[-2:])
+
+
+def make_batch(clips: ClipSet | StreamingClips, videos: np.ndarray, starts: np.ndarray,
+               sequence_length: int, half_resolution: bool, device: torch.device | str = "cpu"
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frames and soft targets of the given clips, float32 (B, L, 1, S, S) in [0, 1],
+    S = 56 with ``half_resolution`` (2x2 average pooling) else 112."""
+    f, m = clips.read(videos, starts, sequence_length)
+    return to_batch(torch.from_numpy(f), torch.from_numpy(m), half_resolution, device)
+
+
+class Augment(NamedTuple):
+    """Random draws of :func:`augment_clips` for a batch of B clips: ``gain``, ``gamma``,
+    ``sigma`` float32 (B,), ``noise`` float32 (B, T, 1, H, W)."""
+
+    gain: np.ndarray
+    gamma: np.ndarray
+    sigma: np.ndarray
+    noise: np.ndarray
+
+
+def draw_augment(rng: np.random.Generator, shape: Sequence[int]) -> Augment:
+    """The draws of :func:`augment_clips` for a batch of ``shape`` (B, T, 1, H, W), in its
+    order: gain U(0.75, 1.3), gamma U(0.7, 1.4), noise level U(0, 0.35) per clip, then
+    standard normal noise per pixel and frame."""
+    b = shape[0]
+    gain, gamma, sigma = (rng.uniform(lo, hi, b).astype(np.float32)
+                          for lo, hi in ((0.75, 1.3), (0.7, 1.4), (0.0, 0.35)))
+    return Augment(gain, gamma, sigma, rng.standard_normal(tuple(shape), dtype=np.float32))
+
+
+def apply_augment(x: torch.Tensor, aug: Augment) -> torch.Tensor:
+    """``clip(x ** gamma * gain * (1 + sigma * noise), 0, 1)`` per clip (see
+    :func:`augment_clips`); ``x`` float32 (B, T, 1, H, W) in [0, 1]."""
+    view = (x.shape[0], 1, 1, 1, 1)
+    gain, gamma, sigma = (torch.from_numpy(a).to(x.device).view(view)
+                          for a in (aug.gain, aug.gamma, aug.sigma))
+    noise = torch.from_numpy(aug.noise).to(x.device)
+    return (x.clamp_min(0).pow(gamma) * gain * (1 + sigma * noise)).clamp_(0, 1)
 
 
 def augment_clips(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
@@ -298,25 +222,7 @@ def augment_clips(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     geometry is unchanged, so the soft targets stay valid. Draws from ``rng`` only
     (deterministic for a seed).
     """
-    b = x.shape[0]
-    shape = (b, 1, 1, 1, 1)
-
-    def draw(lo: float, hi: float) -> torch.Tensor:
-        return torch.from_numpy(rng.uniform(lo, hi, b).astype(np.float32)).to(x.device).view(shape)
-
-    gain, gamma, sigma = draw(0.75, 1.3), draw(0.7, 1.4), draw(0.0, 0.35)
-    noise = torch.from_numpy(rng.standard_normal(x.shape, dtype=np.float32)).to(x.device)
-    return (x.clamp_min(0).pow(gamma) * gain * (1 + sigma * noise)).clamp_(0, 1)
-
-
-def data_hash(*sets: ClipSet) -> str:
-    """Hash of the contents (names, frames, masks) of clip sets: identifies the training data."""
-    h = hashlib.sha256()
-    for s in sets:
-        h.update("\n".join(s.names).encode())
-        for a in (s.lengths, s.frames, s.masks):
-            h.update(np.ascontiguousarray(a))  # buffer protocol: no copy
-    return h.hexdigest()[:16]
+    return apply_augment(x, draw_augment(rng, x.shape))
 
 
 def config_hash(config: TrainConfig, data: str) -> str:
@@ -325,11 +231,12 @@ def config_hash(config: TrainConfig, data: str) -> str:
 
 
 @torch.no_grad()
-def evaluate(model: StudentNet, clips: ClipSet, videos: np.ndarray, starts: np.ndarray,
-             sequence_length: int, batch_size: int, device: torch.device | str,
-             threshold: float = 0.5) -> tuple[float, float]:
+def evaluate(model: StudentNet, clips: ClipSet | StreamingClips, videos: np.ndarray,
+             starts: np.ndarray, sequence_length: int, batch_size: int,
+             device: torch.device | str, threshold: float = 0.5) -> tuple[float, float]:
     """Mean BCE-with-logits (soft targets) and pooled Dice vs the teacher (both binarised at
-    ``threshold``: 2 sum(S*T) / (sum S + sum T) over all pixels of all clips) at 112x112."""
+    ``threshold``: 2 sum(S*T) / (sum S + sum T) over all pixels of all clips) at 112x112.
+    Reads one batch of clips at a time."""
     was = model.training
     model.eval()
     total, count, inter, denom = 0.0, 0, 0.0, 0.0
@@ -366,7 +273,9 @@ def _save_checkpoint(path: Path, payload: dict) -> None:
     write_bytes_atomic(path, buf.getvalue())
 
 
-def _load_checkpoint(path: Path, chash: str) -> dict | None:
+def _load_checkpoint(path: Path, chash: str, dhash: str) -> dict | None:
+    """The checkpoint at ``path`` when it was written for config hash ``chash``; else None
+    (logged: another configuration, or other inputs, whose fingerprint ``dhash`` differs)."""
     if not path.exists():
         return None
     try:
@@ -374,7 +283,15 @@ def _load_checkpoint(path: Path, chash: str) -> dict | None:
     except Exception as exc:  # a corrupt checkpoint must not block a fresh run
         log.warning("ignoring unreadable checkpoint %s: %s", path, exc)
         return None
-    if ck.get("format") != CHECKPOINT_FORMAT or ck.get("config_hash") != chash:
+    if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
+        log.warning("ignoring %s: not an %s file", path, CHECKPOINT_FORMAT)
+        return None
+    if ck.get("data_hash") not in (None, dhash):
+        log.warning("checkpoint %s was trained on other inputs (fingerprint %s, now %s: frames, "
+                    "masks or the selected videos changed): starting afresh", path,
+                    ck.get("data_hash"), dhash)
+        return None
+    if ck.get("config_hash") != chash:
         log.warning("checkpoint %s belongs to another configuration or data (hash %s, now %s): "
                     "starting afresh", path, ck.get("config_hash"), chash)
         return None
@@ -403,8 +320,37 @@ def _log_row(live, row: dict) -> None:
     live.next_step()
 
 
+def _open_data(train_sources: Sequence[Source], val_sources: Sequence[Source],
+               config: TrainConfig, loader: LoaderConfig):
+    """Training and validation clip sets, in RAM or streamed as one decision for both."""
+    table = plan_videos(train_sources, filter_column=config.filter_column,
+                        filter_min=config.filter_min, filter_max=config.filter_max)
+    val_table = plan_videos(val_sources)
+    frames = table.frames + val_table.frames
+    stream_above = loader.stream_above_mb
+    streaming = choose_streaming(frames, stream_above)
+    mb = 2 * 112 * 112 * frames / 2 ** 20
+    if streaming:
+        log.info("train + val data: %d + %d videos, %.0f MiB of frames and masks > %g MiB "
+                 "(train.stream_above_mb): streaming from Zarr, chunk cache %g MiB, %d reader "
+                 "thread(s)", len(table.names), len(val_table.names), mb, stream_above,
+                 loader.cache_mb, loader.workers)
+        cache = int(loader.cache_mb * 2 ** 20)
+        train, val = StreamingClips(table, cache), StreamingClips(val_table, cache // 4)
+    else:
+        log.info("train + val data: %d + %d videos, %.0f MiB of frames and masks <= %g MiB "
+                 "(train.stream_above_mb): loaded into RAM", len(table.names),
+                 len(val_table.names), mb, stream_above)
+        train = load_videos(train_sources, table=table)
+        val = load_videos(val_sources, table=val_table)
+    L = config.sequence_length
+    return (prepare_short_videos(train, L, config.short_videos),
+            prepare_short_videos(val, L, config.short_videos), streaming)
+
+
 def train_student(train_sources: Sequence[Source], val_sources: Sequence[Source],
                   config: TrainConfig, checkpoint: str | os.PathLike, *,
+                  loader: LoaderConfig | None = None,
                   live_dir: str | os.PathLike | None = None,
                   device: torch.device | str | None = None,
                   on_epoch_end: Callable[[int, dict], None] | None = None,
@@ -412,40 +358,47 @@ def train_student(train_sources: Sequence[Source], val_sources: Sequence[Source]
     """Train a student (see module docstring) and return the best epoch's model.
 
     Args:
-        train_sources: where training clips come from (``filter_*`` of ``config`` applies).
+        train_sources: where training clips come from (``filter_*`` of ``config`` applies;
+            several sources are mixed by their ``weight``).
         val_sources: validation videos (no filter), clips fixed by
             ``config.val_clips_per_video``.
         checkpoint: file rewritten atomically after every epoch; resumed from when it holds
-            the same config hash (config + data contents), ignored otherwise.
+            the same config hash (config + inputs fingerprint), ignored otherwise.
+        loader: RAM or streaming, cache, reader threads, AMP (default ``LoaderConfig()``);
+            it does not change the trained weights on CPU.
         live_dir: dvclive directory, or None for no curves.
         device: default CUDA when available, else CPU.
         on_epoch_end: called as ``fn(epoch, row)`` after each epoch's checkpoint is written
             (``row`` = that epoch's history entry); raising from it interrupts training.
     """
     device = resolve_device(device)
+    loader = loader or LoaderConfig()
     L = config.sequence_length
-    train = load_videos(train_sources, filter_column=config.filter_column,
-                        filter_min=config.filter_min, filter_max=config.filter_max)
-    train = prepare_short_videos(train, L, config.short_videos)
-    val = prepare_short_videos(load_videos(val_sources), L, config.short_videos)
+    train, val, streaming = _open_data(train_sources, val_sources, config, loader)
     if len(train) == 0:
-        raise ValueError(f"no training video with at least {L} frames in "
-                         f"{[s.frames for s in train_sources]} (splits, filter "
-                         f"{config.filter_column} in [{config.filter_min}, {config.filter_max}])")
+        raise InputError(f"no training video with at least {L} frames in "
+                         f"{[(s.frames, s.splits) for s in train_sources]} (filter "
+                         f"{config.filter_column} in [{config.filter_min}, {config.filter_max}]"
+                         f"): widen the splits or the filter, or set short_videos to pad")
     if len(val) == 0:
-        raise ValueError(f"no validation video with at least {L} frames in "
-                         f"{[(s.frames, s.splits) for s in val_sources]}")
+        raise InputError(f"no validation video with at least {L} frames in "
+                         f"{[(s.frames, s.splits) for s in val_sources]}: choose other "
+                         f"validation splits")
     val_videos, val_starts = fixed_clips(val.lengths, L, config.val_clips_per_video)
-    dhash = data_hash(train, val)
+    dhash = inputs_fingerprint(list(train_sources) + list(val_sources), train, val)
     chash = config_hash(config, dhash)
     steps = config.steps_per_epoch or math.ceil(len(train) / config.batch_size)
+    cuda = device.type == "cuda"
+    amp = loader.amp and cuda
+    size = 56 if config.half_resolution else 112
+    shape = (config.batch_size, L, 1, size, size)
 
     torch.manual_seed(config.seed)
     model = StudentNet(**config.model_config()).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     start, history, best, bad, finished = 0, [], None, 0, False
     ckpt_path = Path(checkpoint)
-    ck = _load_checkpoint(ckpt_path, chash)
+    ck = _load_checkpoint(ckpt_path, chash, dhash)
     if ck is not None:
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
@@ -454,6 +407,14 @@ def train_student(train_sources: Sequence[Source], val_sources: Sequence[Source]
         bad, finished = ck["bad_epochs"], ck["finished"]
         log.info("resuming from %s after epoch %d", ckpt_path, ck["epoch"])
 
+    def read(videos: np.ndarray, starts: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        f, m = train.read(videos, starts, L)
+        f, m = torch.from_numpy(f), torch.from_numpy(m)
+        if cuda:  # page-locked: the copy to the GPU runs asynchronously
+            f, m = f.pin_memory(), m.pin_memory()
+        return f, m
+
+    workers = loader.workers if streaming else 0
     live = _open_live(live_dir, history)
     try:
         bar = tqdm(range(start, config.epochs), desc="student epochs",
@@ -462,15 +423,22 @@ def train_student(train_sources: Sequence[Source], val_sources: Sequence[Source]
             if finished:
                 break
             rng = np.random.default_rng([config.seed, epoch])
+
+            def draw() -> tuple:
+                v, s = sample_clips(train.lengths, config.batch_size, L, rng, train.groups,
+                                    train.weights)
+                return v, s, (draw_augment(rng, shape) if config.augment else None)
+
             model.train()
             loss_sum = 0.0
-            for _ in range(steps):
-                v, s = sample_clips(train.lengths, config.batch_size, L, rng)
-                x, y = make_batch(train, v, s, L, config.half_resolution, device)
-                if config.augment:
-                    x = augment_clips(x, rng)
-                logits, _ = model(x)
-                loss = F.binary_cross_entropy_with_logits(logits, y)
+            for (_, _, aug), (f, m) in prefetch(draw, read, steps, workers,
+                                                loader.depth * max(workers, 1)):
+                x, y = to_batch(f, m, config.half_resolution, device)
+                if aug is not None:
+                    x = apply_augment(x, aug)
+                with (torch.autocast("cuda", dtype=torch.bfloat16) if amp else nullcontext()):
+                    logits, _ = model(x)
+                loss = F.binary_cross_entropy_with_logits(logits.float(), y)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -488,10 +456,10 @@ def train_student(train_sources: Sequence[Source], val_sources: Sequence[Source]
                 bad += 1
             finished = bad >= config.patience or epoch == config.epochs - 1
             _save_checkpoint(ckpt_path, {
-                "format": CHECKPOINT_FORMAT, "config_hash": chash, "config": asdict(config),
-                "epoch": epoch, "model": _clone_state(model), "optimizer": opt.state_dict(),
-                "rng_torch": torch.get_rng_state(), "history": history, "best": best,
-                "bad_epochs": bad, "finished": finished})
+                "format": CHECKPOINT_FORMAT, "config_hash": chash, "data_hash": dhash,
+                "config": asdict(config), "epoch": epoch, "model": _clone_state(model),
+                "optimizer": opt.state_dict(), "rng_torch": torch.get_rng_state(),
+                "history": history, "best": best, "bad_epochs": bad, "finished": finished})
             if live is not None:
                 _log_row(live, row)
             bar.set_postfix(train=f"{row['train_loss']:.4f}", val=f"{val_loss:.4f}",
@@ -514,12 +482,15 @@ def train_student(train_sources: Sequence[Source], val_sources: Sequence[Source]
         "train_videos": len(train), "val_videos": len(val), "val_clips": int(len(val_videos)),
         "skipped_short_videos": train.skipped + val.skipped,
         "padded_short_videos": train.padded + val.padded,
-        "train_sources": [{"frames": s.frames, "masks": s.masks, "splits": list(s.splits)}
-                          for s in train_sources],
+        "train_sources": [{"frames": s.frames, "masks": s.masks, "splits": list(s.splits),
+                           "weight": float(s.weight)} for s in train_sources],
         "val_sources": [{"frames": s.frames, "masks": s.masks, "splits": list(s.splits)}
                         for s in val_sources],
+        "data_path": "stream" if streaming else "ram",
         "train_config": asdict(config), "data_hash": dhash, "config_hash": chash,
     }
+    if streaming:
+        meta["chunk_cache"] = {"hits": train.cache.hits, "misses": train.cache.misses}
     return TrainResult(model, history, int(best["epoch"]), float(best["val_loss"]), meta)
 
 
@@ -533,20 +504,35 @@ def save_student(path: str | os.PathLike, model: StudentNet, meta: dict) -> None
 
 
 def read_student(path: str | os.PathLike) -> dict:
-    """The raw contents of a ``student.pt`` file, checked for its format."""
+    """The raw contents of a ``student.pt`` file (loaded with ``weights_only=True``), checked
+    for its format; a pickled or foreign file raises :class:`InputError` naming it."""
     try:
         ck = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise FileNotFoundError(f"student file {str(path)!r} does not exist: run the train stage")
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"student file {str(path)!r} is not a weights-only torch file "
+                         f"({first[:200]}): use the student.pt written by stages/train.py "
+                         f"(it holds only tensors and plain values)") from None
     if not isinstance(ck, dict) or ck.get("format") != STUDENT_FORMAT:
-        raise ValueError(f"{str(path)!r} is not an {STUDENT_FORMAT} file "
-                         f"(format {ck.get('format') if isinstance(ck, dict) else type(ck)})")
+        found = ck.get("format") if isinstance(ck, dict) else type(ck).__name__
+        raise InputError(f"{str(path)!r} is not an {STUDENT_FORMAT} file (format {found!r}): "
+                         f"use the student.pt written by stages/train.py")
+    for key in ("config", "state_dict"):
+        if key not in ck:
+            raise InputError(f"student file {str(path)!r} lacks {key!r}: rerun the train stage")
     return ck
 
 
 def load_student(path: str | os.PathLike, device: torch.device | str = "cpu") -> StudentNet:
     """Rebuild the student saved by :func:`save_student`, on ``device``, in eval mode."""
     ck = read_student(path)
-    model = StudentNet(**ck["config"])
-    model.load_state_dict(ck["state_dict"])
+    try:
+        model = StudentNet(**ck["config"])
+        model.load_state_dict(ck["state_dict"])
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise InputError(f"student file {str(path)!r} does not hold a StudentNet matching its "
+                         f"config {ck['config']!r} ({str(exc).splitlines()[0][:200]}): rerun "
+                         f"the train stage") from None
     return model.to(device).eval()

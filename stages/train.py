@@ -1,77 +1,63 @@
-"""Stage: train the ConvLSTM student on cached teacher masks (see echodfkd/train.py).
+"""Stage: train a ConvLSTM student on cached teacher masks (see echodfkd/train.py).
 
-Writes ``<out>/student.pt`` (weights, config, meta) and ``<out>/train.json`` (best-epoch
-metrics, flat, for ``dvc metrics``); curves go to ``--live``; the per-epoch checkpoint
-``--checkpoint`` (default ``<out>.ckpt/last.pt``, outside ``<out>`` so that DVC does not delete it
-before a rerun) lets an interrupted run resume.
+    python stages/train.py --name student --sources "synthetic:TRAIN@3 real:TRAIN@1" \
+        --val synthetic:VAL --frames-dir data/frames --masks-dir data/teacher \
+        --filter-column "" --filter-min "" --filter-max "" \
+        --out models/students/student --checkpoint models/students/student.ckpt/last.pt \
+        --live dvclive/student ...   (every option is required; values come from params.yaml)
+
+Writes ``<out>/student.pt`` (weights, config, meta), ``<out>/student.ts`` (TorchScript export,
+echodfkd/export.py), ``<out>/train.json`` (best-epoch metrics,
+flat, for ``dvc metrics``) and ``<out>/cost.json`` (weights, flops, blocks, layers_per_block,
+hidden); curves go to ``--live`` (empty: none). The per-epoch ``--checkpoint`` (outside
+``<out>``, so that DVC does not delete it before a rerun) lets an interrupted run resume.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 from pathlib import Path
 
 import torch
 
-from echodfkd.cli import boolean, words
+from echodfkd.cli import boolean, run
+from echodfkd.clips import parse_sources
 from echodfkd.cost import count_weights, flops_per_frame
-from echodfkd.train import Source, TrainConfig, save_student, train_student
-from echodfkd.store import write_text_atomic
+from echodfkd.export import EXPORT_NAME, export_student
+from echodfkd.store import teacher_covers, write_text_atomic
+from echodfkd.train import LoaderConfig, TrainConfig, save_student, train_student
 
 
 def _opt_float(text: str) -> float | None:
     return float(text) if text.strip() else None
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--frames", required=True, help="frame store of the main source")
-    p.add_argument("--masks", required=True, help="teacher mask store aligned with --frames")
-    p.add_argument("--splits", nargs="+", default=["TRAIN"], help="training splits")
-    p.add_argument("--val-split", nargs="+", default=["VAL"], help="validation splits")
-    p.add_argument("--extra-frames", help="optional second training source (frame store); "
-                   "empty string: none")
-    p.add_argument("--extra-masks", help="teacher mask store aligned with --extra-frames")
-    p.add_argument("--extra-splits", nargs="+", default=["TRAIN"])
-    p.add_argument("--out", required=True, help="output folder for student.pt, train.json")
-    p.add_argument("--checkpoint", help="per-epoch checkpoint (default <out>.ckpt/last.pt)")
-    p.add_argument("--live", help="dvclive folder for the curves")
-    d = TrainConfig()
-    for name in ("blocks", "layers_per_block", "hidden", "kernel_size", "sequence_length",
-                 "epochs", "steps_per_epoch", "patience", "seed", "val_clips_per_video"):
-        p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
-    # --steps-per-epoch 0: one pass, ceil(training videos / batch) steps per epoch
-    p.add_argument("--batch", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--skip", type=boolean, nargs="?", const=True, default=d.skip,
-                   help="U-Net skip connections (--skip, or --skip true/false)")
-    p.add_argument("--half-resolution", type=boolean, nargs="?", const=True,
-                   default=d.half_resolution,
-                   help="train at 56x56 (--half-resolution, or --half-resolution true/false)")
-    p.add_argument("--augment", type=boolean, nargs="?", const=True, default=d.augment,
-                   help="random gain/gamma/speckle noise on training clips (true/false)")
-    p.add_argument("--short-videos", choices=["skip", "pad"], default=d.short_videos)
-    p.add_argument("--filter-column", help="FileList column to filter training videos on "
-                   "(keeps --filter-min <= value <= --filter-max; empty string: no filter)")
-    p.add_argument("--filter-min", type=_opt_float, help="empty string: no lower bound")
-    p.add_argument("--filter-max", type=_opt_float, help="empty string: no upper bound")
-    p.add_argument("--threads", type=int, default=1, help="CPU threads for torch (0: torch's "
-                   "default, all cores; more threads were 5x slower on a busy 2-core machine)")
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    for name in ("name", "sources", "val", "frames-dir", "masks-dir", "filter-column", "out",
+                 "checkpoint", "live"):
+        p.add_argument("--" + name, required=True)
+    for name in ("blocks", "layers-per-block", "hidden", "kernel-size", "sequence-length",
+                 "batch", "epochs", "steps-per-epoch", "patience", "seed", "threads",
+                 "val-clips-per-video", "loader-workers"):
+        p.add_argument("--" + name, type=int, required=True)  # steps-per-epoch 0: one pass
+    for name in ("lr", "cache-mb", "stream-above-mb"):
+        p.add_argument("--" + name, type=float, required=True)
+    for name in ("filter-min", "filter-max"):
+        p.add_argument("--" + name, type=_opt_float, required=True, help="empty: no bound")
+    for name in ("skip", "half-resolution", "augment", "amp"):
+        p.add_argument("--" + name, type=boolean, required=True)
+    p.add_argument("--short-videos", choices=["skip", "pad"], required=True)
     a = p.parse_args(argv)
-    for name in ("splits", "val_split", "extra_splits"):  # also accept "TRAIN VAL" as one word
-        setattr(a, name, words(getattr(a, name)))
-    return a
-
-
-def main(argv=None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    a = parse_args(argv)
     if a.threads > 0:
         torch.set_num_threads(a.threads)
-    if bool(a.extra_frames) != bool(a.extra_masks):
-        raise SystemExit("--extra-frames and --extra-masks go together")
+    # the sources the teacher labels: their mask store holds masks (store.teacher_covers)
+    named = {e.rpartition("@")[0 if "@" in e else 2].partition(":")[0]
+             for e in f"{a.sources} {a.val}".split()}
+    teachers = [n for n in sorted(named) if n and teacher_covers(Path(a.masks_dir) / f"{n}.zarr")]
+    train = parse_sources(a.sources, a.frames_dir, a.masks_dir, teachers, what="--sources")
+    val = parse_sources(a.val, a.frames_dir, a.masks_dir, teachers, weights=False, what="--val")
     config = TrainConfig(
         blocks=a.blocks, layers_per_block=a.layers_per_block, hidden=a.hidden,
         kernel_size=a.kernel_size, skip=a.skip, sequence_length=a.sequence_length,
@@ -80,14 +66,12 @@ def main(argv=None) -> None:
         patience=a.patience, half_resolution=a.half_resolution, augment=a.augment, seed=a.seed,
         val_clips_per_video=a.val_clips_per_video, short_videos=a.short_videos,
         filter_column=a.filter_column or None, filter_min=a.filter_min, filter_max=a.filter_max)
-    train = [Source(a.frames, a.masks, tuple(a.splits))]
-    if a.extra_frames:
-        train.append(Source(a.extra_frames, a.extra_masks, tuple(a.extra_splits)))
-    val = [Source(a.frames, a.masks, tuple(a.val_split))]
+    loader = LoaderConfig(stream_above_mb=a.stream_above_mb, cache_mb=a.cache_mb,
+                          workers=a.loader_workers, amp=a.amp)
+    result = train_student(train, val, config, a.checkpoint, loader=loader,
+                           live_dir=a.live or None)
     out = Path(a.out)
-    ckpt = Path(a.checkpoint) if a.checkpoint else out.with_name(out.name + ".ckpt") / "last.pt"
-    result = train_student(train, val, config, ckpt, live_dir=a.live)
-    save_student(out / "student.pt", result.model, result.meta)
+    save_student(out / "student.pt", result.model, {**result.meta, "name": a.name})
     keys = ("best_epoch", "val_loss", "val_dice_vs_teacher", "epochs_run", "weights",
             "train_videos", "val_videos")
     write_text_atomic(out / "train.json",
@@ -96,7 +80,8 @@ def main(argv=None) -> None:
             "flops": flops_per_frame(result.model, "student"),
             "blocks": a.blocks, "layers_per_block": a.layers_per_block, "hidden": a.hidden}
     write_text_atomic(out / "cost.json", json.dumps(cost, indent=2) + "\n")
+    export_student(result.model, out / EXPORT_NAME)  # TorchScript, for deployment
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

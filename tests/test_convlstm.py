@@ -106,3 +106,59 @@ def test_state_matters():
         carried, _ = net(x[:, 2:], state)
         fresh, _ = net(x[:, 2:])
     assert not torch.allclose(carried, fresh)
+
+
+def test_upsample_conv_equals_upsample_then_conv():
+    from echodfkd.models.convlstm import upsample_conv
+    torch.manual_seed(4)
+    x = torch.rand(2, 3, 5, 4)
+    w, b = torch.randn(2, 3, 3, 3), torch.randn(2)
+    plain = torch.nn.functional.conv2d(
+        torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest"), w, b, padding=1)
+    assert torch.allclose(upsample_conv(x, w, b), plain, atol=1e-5)
+    # hand check on a 1x1 image: upsampled 2x2 of value v, kernel of ones -> 4v in every corner
+    one = upsample_conv(torch.full((1, 1, 1, 1), 2.0), torch.ones(1, 1, 3, 3), None)
+    assert torch.equal(one, torch.full((1, 1, 2, 2), 8.0))
+
+
+def _plain_forward(net, x):
+    """StudentNet(skip=False) computed the plain way from its own modules."""
+    F = torch.nn.functional
+    layer = 0
+    for k in range(net.blocks):
+        for _ in range(net.layers_per_block):
+            cell, state, out = net.cells[layer], None, []
+            for t in range(x.shape[1]):
+                h, state = cell(x[:, t], state)
+                out.append(h)
+            x = torch.stack(out, 1)
+            x = net.norms[layer](x.flatten(0, 1)).view(x.shape)
+            layer += 1
+        if k < net.blocks - 1:
+            x = F.max_pool2d(x.flatten(0, 1), 2).view(*x.shape[:3], x.shape[3] // 2, -1)
+    b, t = x.shape[:2]
+    y = x.flatten(0, 1)
+    for conv, norm in zip(net.up_convs, net.up_norms):
+        y = F.relu(norm(conv(F.interpolate(y, scale_factor=2, mode="nearest"))))
+    return net.head(y).view(b, t, 1, *y.shape[2:])
+
+
+def test_student_equals_plain_formulation_with_gradients():
+    torch.manual_seed(5)
+    net = StudentNet(blocks=3, layers_per_block=2, hidden=3).train()
+    x = torch.rand(2, 3, 1, 16, 16)
+    fast, _ = net(x)
+    fast.square().mean().backward()
+    g_fast = [p.grad.clone() for p in net.parameters()]
+    net.zero_grad()
+    plain = _plain_forward(net, x)
+    plain.square().mean().backward()
+    assert torch.allclose(fast, plain, atol=1e-5)
+    for gf, p in zip(g_fast, net.parameters()):
+        assert torch.allclose(gf, p.grad, atol=1e-5, rtol=1e-4)
+
+
+def test_state_dict_keys_are_the_plain_modules():
+    keys = set(StudentNet(2, 1, 4).state_dict())
+    assert {"cells.0.conv.weight", "cells.1.conv.bias", "up_convs.0.weight", "head.weight",
+            "head.bias", "norms.1.running_var"} <= keys

@@ -124,16 +124,55 @@ def test_infer_store_resumes(tmp_path, student, monkeypatch):
     np.testing.assert_array_equal(open_masks(out).masks[:], open_masks(ref).masks[:])
 
 
-def test_stage_cli(tmp_path, student):
-    path, _ = student
-    frames = make_frames(tmp_path, [4, 6])
+def infer_args(student, frames, out, **over):
+    args = {"student": str(student), "frames": str(frames), "out": str(out), "splits": "TEST",
+            "threads": "1", "chunk": "3", "videos-per-batch": "0", "device": "cpu",
+            "shard-frames": "16", "chunk-frames": "8", **over}
+    return [x for k, v in args.items() for x in ("--" + k, v)]
+
+
+def load_stage():
     spec = importlib.util.spec_from_file_location("stage_infer", ROOT / "stages" / "infer.py")
     stage = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(stage)
+    return stage
+
+
+def test_stage_cli(tmp_path, student):
+    path, _ = student
+    frames = make_frames(tmp_path, [4, 6])
+    stage = load_stage()
     out = tmp_path / "data" / "student" / "real.zarr"
-    stage.main(["--student", str(path), "--frames", str(frames), "--out", str(out),
-                "--chunk", "3", "--device", "cpu"])
-    assert open_masks(out, frames=open_frames(frames)).masks.shape == (10, 112, 112)
+    stage.main(infer_args(path, frames, out))
+    ms = open_masks(out, frames=open_frames(frames))
+    assert ms.masks.shape == (10, 112, 112) and ms.attrs["splits"] == ["TEST"]
+    with pytest.raises(SystemExit):                      # every option is required
+        stage.main(infer_args(path, frames, out)[:-2])
+
+
+class Pickled:
+    """An arbitrary object: a weights-only load refuses it."""
+
+
+def test_stage_errors_name_the_file(tmp_path, student, capsys):
+    from echodfkd.cli import run as run_stage
+
+    path, _ = student
+    frames = make_frames(tmp_path, [4, 6])
+    stage = load_stage()
+    pickled = tmp_path / "pickled_student.pt"
+    torch.save({"format": "echodfkd-student", "x": Pickled()}, pickled)
+    other = tmp_path / "teacher.pt"
+    torch.save({"format": "echodfkd-teacher", "state_dict": {}}, other)
+    for argv, needle in ((infer_args(pickled, frames, tmp_path / "a.zarr"), "pickled_student.pt"),
+                         (infer_args(other, frames, tmp_path / "b.zarr"), "teacher.pt"),
+                         (infer_args(path, frames, tmp_path / "c.zarr", splits="VAL"), "'VAL'"),
+                         (infer_args(path, frames, tmp_path / "d.zarr", splits=" "), "no split")):
+        with pytest.raises(SystemExit) as exc:
+            run_stage(stage.main, argv)
+        err = capsys.readouterr().err
+        assert exc.value.code == 1 and err.startswith("error: ") and needle in err
+        assert err.count("\n") == 1
 
 
 def test_infer_only_some_splits(tmp_path, student):

@@ -224,45 +224,92 @@ def test_save_and_load_student(stores, tmp_path):
         load_student(bad)
 
 
-def test_stage_cli(stores, tmp_path):
-    spec = importlib.util.spec_from_file_location("stage_train", ROOT / "stages" / "train.py")
+def load_stage(name):
+    spec = importlib.util.spec_from_file_location(f"stage_{name}", ROOT / "stages" / f"{name}.py")
     stage = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(stage)
-    out = tmp_path / "models" / "student"
-    extra = make_stores(tmp_path, [6, 6], ["TRAIN", "TEST"], name="extra")
-    stage.main(["--frames", stores[0], "--masks", stores[1], "--out", str(out),
-                "--live", str(tmp_path / "dvclive"), "--blocks", "2", "--layers-per-block",
-                "1", "--hidden", "2", "--sequence-length", "4", "--batch", "2", "--epochs", "1",
-                "--steps-per-epoch", "2", "--half-resolution", "--skip",
-                "--extra-frames", extra[0], "--extra-masks", extra[1]])
+    return stage
+
+
+def stage_args(data, out, **over):
+    """The full stage CLI (every option required) for stores under ``data``/frames|teacher."""
+    args = {"name": "student", "sources": "src:TRAIN", "val": "src:VAL",
+            "frames-dir": str(data / "frames"), "masks-dir": str(data / "teacher"),
+            "filter-column": "", "filter-min": "",
+            "filter-max": "", "out": str(out), "checkpoint": str(out) + ".ckpt/last.pt",
+            "live": str(data / "dvclive"), "blocks": "2", "layers-per-block": "1",
+            "hidden": "2", "kernel-size": "3", "skip": "true", "sequence-length": "4",
+            "batch": "2", "lr": "0.003", "epochs": "1", "steps-per-epoch": "2", "patience": "4",
+            "half-resolution": "true", "augment": "true", "seed": "0", "threads": "1",
+            "val-clips-per-video": "1", "short-videos": "skip", "cache-mb": "1",
+            "loader-workers": "1", "stream-above-mb": "0", "amp": "false", **over}
+    return [x for k, v in args.items() for x in ("--" + k, v)]
+
+
+def pipeline_stores(tmp_path):
+    """Stores laid out as the pipeline has them: <data>/frames/<src>.zarr, <data>/teacher/..."""
+    data = tmp_path / "data"
+    (data / "frames").mkdir(parents=True)
+    (data / "teacher").mkdir()
+    for name, lengths, splits, efs in (
+            ("src", [12, 10, 9, 3, 8], ["TRAIN"] * 4 + ["VAL"], [20.0, 35.0, 45.0, 60.0, 50.0]),
+            ("extra", [6, 6], ["TRAIN", "TEST"], None)):
+        f, m = make_stores(tmp_path, lengths, splits, efs=efs, name=name)
+        Path(f).rename(data / "frames" / f"{name}.zarr")
+        Path(m).rename(data / "teacher" / f"{name}.zarr")
+    return data
+
+
+def test_stage_cli(tmp_path):
+    stage = load_stage("train")
+    data = pipeline_stores(tmp_path)
+    out = tmp_path / "models" / "students" / "student"
+    stage.main(stage_args(data, out, sources="src:TRAIN@3 extra:TRAIN@1"))
     ck = read_student(out / "student.pt")
     assert ck["config"] == {"blocks": 2, "layers_per_block": 1, "hidden": 2,
                             "kernel_size": 3, "skip": True}
-    assert ck["meta"]["train_videos"] == 4          # 3 synthetic + 1 extra TRAIN
-    assert (out / "train.json").exists()
+    assert ck["meta"]["train_videos"] == 4          # 3 src + 1 extra TRAIN (src_3 too short)
+    assert [s["weight"] for s in ck["meta"]["train_sources"]] == [3.0, 1.0]
+    assert ck["meta"]["data_path"] == "stream" and ck["meta"]["name"] == "student"
+    assert (out / "train.json").exists() and (out / "student.ts").exists()
     cost = json.loads((out / "cost.json").read_text())
     assert cost["weights"] == ck["meta"]["weights"] and cost["flops"] > 0
     assert (cost["blocks"], cost["layers_per_block"], cost["hidden"]) == (2, 1, 2)
-    assert (tmp_path / "models" / "student.ckpt" / "last.pt").exists()
-    assert (tmp_path / "dvclive" / "plots" / "metrics" / "train_loss.tsv").exists()
+    assert (tmp_path / "models" / "students" / "student.ckpt" / "last.pt").exists()
+    assert (data / "dvclive" / "plots" / "metrics" / "train_loss.tsv").exists()
+    # the FileList filter is wired: EF in [30, 50] keeps src_1 and src_2
+    out2 = tmp_path / "filtered"
+    stage.main(stage_args(data, out2, **{"filter-column": "EF", "filter-min": "30",
+                                          "filter-max": "50", "stream-above-mb": "100"}))
+    meta = read_student(out2 / "student.pt")["meta"]
+    assert meta["train_videos"] == 2 and meta["data_path"] == "ram"
+    assert meta["train_config"]["filter_min"] == 30.0
 
 
-def test_stage_bool_flags():
-    spec = importlib.util.spec_from_file_location("stage_train2", ROOT / "stages" / "train.py")
-    stage = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(stage)
-    base = ["--frames", "f", "--masks", "m", "--out", "o"]
-    assert stage.parse_args(base).half_resolution is False
-    assert stage.parse_args(base + ["--half-resolution"]).half_resolution is True
-    a = stage.parse_args(base + ["--half-resolution", "false", "--skip", "True"])
-    assert a.half_resolution is False and a.skip is True
-    assert stage.parse_args(base + ["--splits", "TRAIN VAL", "EXTRA"]).splits == [
-        "TRAIN", "VAL", "EXTRA"]
-    a = stage.parse_args(base + ["--filter-column", "", "--filter-min", "", "--filter-max", "50",
-                                 "--extra-frames", "", "--extra-masks", ""])
-    assert a.filter_min is None and a.filter_max == 50.0 and not a.extra_frames
-    with pytest.raises(SystemExit):
-        stage.parse_args(base + ["--skip", "maybe"])
+def test_stage_cli_errors(tmp_path, capsys):
+    from echodfkd.cli import run as run_stage
+
+    stage = load_stage("train")
+    data = pipeline_stores(tmp_path)
+    out = tmp_path / "o"
+    with pytest.raises(SystemExit):          # every value argument is required
+        stage.main(stage_args(data, out)[:-2])
+    assert "--amp" in capsys.readouterr().err
+    from echodfkd.store import open_frames, write_uncovered_masks
+    # an evaluation-only source: its teacher mask store records that it holds no masks
+    write_uncovered_masks(data / "teacher" / "real.zarr",
+                          open_frames(data / "frames" / "extra.zarr"), "evaluation only")
+    for over, needle in (({"sources": "real:TRAIN"}, "set sources.real.teacher: true"),
+                         ({"val": "src:VAL@2"}, "has a weight"),
+                         ({"sources": "src:TRAIN@-1"}, "not a positive number"),
+                         ({"sources": "src"}, "<source>:<SPLIT>"),
+                         ({"sources": " "}, "is empty")):
+        with pytest.raises(SystemExit) as exc:
+            run_stage(stage.main, stage_args(data, out, **over))
+        assert exc.value.code == 1
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and needle in err and err.count("\n") == 1
+    assert not out.exists()
 
 
 def test_augment_clips_keeps_shape_range_and_black():
@@ -277,3 +324,137 @@ def test_augment_clips_keeps_shape_range_and_black():
     assert torch.equal(a, b)                  # deterministic for a seed
     assert not torch.equal(a, x)
     assert float(a[:, :, :, :2].abs().max()) == 0.0
+
+
+# --- streaming from Zarr (issue 10), composite batches (issue 9), resume identity (issue 11) ---
+
+from echodfkd.clips import (ChunkCache, StreamingClips, parse_sources,  # noqa: E402
+                            plan_videos)
+from echodfkd.errors import InputError  # noqa: E402
+from echodfkd.train import LoaderConfig  # noqa: E402
+
+
+def test_streaming_reads_equal_ram_reads(stores):
+    src = [Source(stores[0], stores[1], ("TRAIN", "VAL"))]
+    ram = prepare_short_videos(load_videos(src), 5, "pad")
+    # a cache of 3 frame chunks of 16 frames: far smaller than the 42 frames x 2 arrays read
+    stream = prepare_short_videos(StreamingClips(plan_videos(src), 3 * 16 * 112 * 112), 5,
+                                  "pad")
+    assert stream.lengths.tolist() == ram.lengths.tolist() == [12, 10, 9, 5, 8]
+    assert stream.padded == ram.padded and len(stream.padded) == 1
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        v, s = sample_clips(ram.lengths, 3, 5, rng)
+        for a, b in zip(ram.read(v, s, 5), stream.read(v, s, 5)):
+            np.testing.assert_array_equal(a, b)
+    assert stream.cache.bytes <= stream.cache.budget
+    assert stream.cache.hits > 0 and stream.cache.misses > 0
+
+
+def test_chunk_cache_lru_within_budget():
+    cache = ChunkCache(3 * 100)
+    loads = []
+
+    def load(key):
+        loads.append(key)
+        return np.zeros(100, np.uint8)
+
+    cache.get_many([1, 2, 3], load)
+    cache.get_many([1], load)                 # hit; 1 becomes the most recent
+    cache.get_many([4], load)                 # evicts 2, the least recent
+    assert loads == [1, 2, 3, 4] and cache.bytes == 300
+    cache.get_many([1, 3, 4], load)
+    assert loads == [1, 2, 3, 4]              # all three still cached
+    cache.get_many([2], load)
+    assert loads[-1] == 2 and cache.hits == 4 and cache.misses == 5
+
+
+def test_streaming_training_equals_ram_training(stores, tmp_path):
+    """A store larger than the cache budget, streamed with 2 reader threads, gives the weights
+    and history of the in-RAM path for the same seed."""
+    n_bytes = 42 * 112 * 112 * 2              # every frame and mask of the store
+    budget_mb = 0.5                           # 524,288 bytes < 1,053,696
+    assert budget_mb * 2 ** 20 < n_bytes
+    ram = run(stores, tmp_path, "ram", loader=LoaderConfig(stream_above_mb=100))
+    stream = run(stores, tmp_path, "stream",
+                 loader=LoaderConfig(stream_above_mb=0, cache_mb=budget_mb, workers=2))
+    assert ram.meta["data_path"] == "ram" and stream.meta["data_path"] == "stream"
+    assert stream.meta["chunk_cache"]["misses"] > 0
+    assert stream.history == ram.history
+    assert same_weights(stream.model, ram.model)
+    assert stream.meta["data_hash"] == ram.meta["data_hash"]
+
+
+def test_composite_sampling_weights():
+    lengths = np.array([10, 10, 10, 10])
+    groups = np.array([0, 0, 0, 1])
+    # one group: exactly the single-source draws
+    a = sample_clips(lengths, 50, 4, np.random.default_rng(1))
+    b = sample_clips(lengths, 50, 4, np.random.default_rng(1), np.zeros(4, np.int64), [2.0])
+    assert all((x == y).all() for x, y in zip(a, b))
+    # 3:1 mixing: P(group 1) = 1/4 although it holds 1 video of 4
+    v, s = sample_clips(lengths, 20000, 4, np.random.default_rng(2), groups, [3.0, 1.0])
+    assert abs((v == 3).mean() - 0.25) < 0.015
+    counts = np.bincount(v[v < 3], minlength=3) / (v < 3).sum()
+    assert np.abs(counts - 1 / 3).max() < 0.02       # uniform within group 0
+    assert (s >= 0).all() and (s <= 6).all()
+    with pytest.raises(InputError, match="no usable video"):
+        sample_clips(lengths, 5, 4, np.random.default_rng(0), np.zeros(4, np.int64), [1.0, 1.0])
+
+
+def test_parse_sources(tmp_path):
+    got = parse_sources("synthetic:TRAIN@3 real:TRAIN+VAL", tmp_path / "f", tmp_path / "t",
+                        ["real", "synthetic"])
+    assert [(Path(s.frames).name, Path(s.masks).parent.name, s.splits, s.weight) for s in got] \
+        == [("synthetic.zarr", "t", ("TRAIN",), 3.0), ("real.zarr", "t", ("TRAIN", "VAL"), 1.0)]
+    with pytest.raises(InputError, match="'other'.*sources.other.teacher: true"):
+        parse_sources("other:TRAIN", "f", "t", ["real"])
+    with pytest.raises(InputError, match="'real:TRAIN@x'"):
+        parse_sources("real:TRAIN@x", "f", "t", ["real"])
+
+
+def test_resume_restarts_when_masks_change(stores, tmp_path):
+    seen = []
+
+    def crash_at(last):
+        def hook(epoch, row):
+            seen.append(epoch)
+            if epoch == last:
+                raise Interrupt
+        return hook
+
+    with pytest.raises(Interrupt):
+        run(stores, tmp_path, "m", on_epoch_end=crash_at(1))
+    seen.clear()                              # same inputs: resumes at epoch 2
+    with pytest.raises(Interrupt):
+        run(stores, tmp_path, "m", on_epoch_end=crash_at(2))
+    assert seen == [2]
+    # one mask frame rewritten (same shape, same frame index): restarts at epoch 0
+    import zarr
+    g = zarr.open_group(stores[1], mode="r+")
+    g["masks"][5] = 255 - g["masks"][5]
+    seen.clear()
+    res = run(stores, tmp_path, "m", on_epoch_end=lambda e, r: seen.append(e))
+    assert seen == [0, 1, 2, 3]
+    # a recorded content_sha is the mask identity: changing it alone restarts too
+    g.attrs["content_sha"] = "0123456789abcdef"
+    seen.clear()
+    res2 = run(stores, tmp_path, "m", on_epoch_end=lambda e, r: seen.append(e))
+    assert seen == [0, 1, 2, 3] and res2.meta["data_hash"] != res.meta["data_hash"]
+
+
+class Pickled:
+    """An arbitrary object: a weights-only load refuses it."""
+
+
+def test_pickled_student_file_names_the_file(tmp_path):
+    import pickle
+
+    bad = tmp_path / "pickled.pt"
+    torch.save({"format": "echodfkd-student", "obj": Pickled()}, bad)
+    with pytest.raises(InputError, match="pickled.pt.*weights-only"):
+        load_student(bad)
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(pickle.dumps([1, 2]) + b"garbage")
+    with pytest.raises(InputError, match="junk.pt"):
+        read_student(junk)

@@ -1,0 +1,201 @@
+"""Benchmark: does the pipeline scale with the data set? Wall time and peak RSS per stage at 1x
+and 8x the data, and streaming vs in-RAM training side by side (issue 10).
+
+Builds two phantom sets in EchoNet layout ("real" style: traced, so that evaluate can score),
+1x and 8x the videos, and runs, each stage in a fresh child process (peak RSS = the child's
+``ru_maxrss`` from ``os.wait4``; wall time of the child):
+
+    ingest         echodfkd.ingest.ingest_source (AVI -> frame store)
+    teacher_infer  echodfkd.teacher.infer.infer_teacher with the repo's models/teacher
+                   (falls back to the ground-truth masks as a stand-in if that fails; said so)
+    train_stream   train_student for 2 epochs x --steps steps, streamed from Zarr
+                   (stream_above_mb 0, chunk cache --cache-mb, --workers reader threads)
+    train_ram      the same, loaded into RAM (stream_above_mb huge)
+    infer          echodfkd.student_infer.infer_store over the TEST split
+    evaluate       echodfkd.evaluate.evaluate_source on TEST
+
+Training speed is the second epoch's time (steps + validation, data already open), so the
+one-off RAM load is not counted against the RAM path. The last two lines are the headline
+ratios (targets: RSS ratio <= 1.3, speed ratio >= 0.8):
+
+    train peak RSS, 8x data / 1x data: <train_stream RSS 8x / 1x>
+    streaming/RAM training speed: <RAM epoch time / streaming epoch time, at 8x>
+
+    python bench/scale.py --quick          # 12 vs 96 videos x 48 frames, a few minutes
+    python bench/scale.py                  # 40 vs 320 videos x 64 frames
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ----------------------------------------------------------------------------- child side
+
+def _child(stage: str, spec: dict) -> dict:
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(spec["threads"])
+    d = Path(spec["dir"])
+    frames, teacher = str(d / "frames.zarr"), str(d / "teacher.zarr")
+    if stage == "phantom":
+        from echodfkd.phantom import generate_set
+
+        n = spec["videos"]
+        generate_set(d / "raw", style="real", seed=3, n_train=n - n // 3,
+                     n_val=n // 6, n_test=n // 3 - n // 6, n_frames=spec["frames"],
+                     progress=False)
+        return {}
+    if stage == "ingest":
+        from echodfkd.ingest import ingest_source
+
+        ingest_source(d / "raw", frames, workers=2, progress=False)
+        return {}
+    if stage == "teacher_infer":
+        try:
+            from echodfkd.teacher.infer import infer_teacher
+            from echodfkd.teacher.members import load_members
+
+            infer_teacher(load_members(ROOT / "models" / "teacher"), frames, teacher,
+                          batch_size=64, amp=False, progress=False)
+            return {"note": "models/teacher"}
+        except Exception as exc:  # the teacher package is being reworked: a stand-in
+            from echodfkd.store import init_mask_store, open_frames
+
+            fs = open_frames(frames)
+            g = init_mask_store(teacher, fs, model="ground truth stand-in")
+            for a in range(0, fs.frames.shape[0], 2048):
+                g["masks"][a:a + 2048] = fs.gt_masks[a:a + 2048] * 255
+            g.attrs["complete"] = True
+            return {"note": f"stand-in (ground truth): {type(exc).__name__}: {exc}"[:120]}
+    if stage.startswith("train"):
+        from echodfkd.train import (LoaderConfig, Source, TrainConfig, save_student,
+                                    train_student)
+
+        stream = stage == "train_stream"
+        loader = LoaderConfig(stream_above_mb=0 if stream else 1e9, cache_mb=spec["cache_mb"],
+                              workers=spec["workers"])
+        config = TrainConfig(epochs=2, steps_per_epoch=spec["steps"], patience=10)
+        ends = [time.perf_counter()]
+        res = train_student([Source(frames, teacher, ("TRAIN",))],
+                            [Source(frames, teacher, ("VAL",))], config,
+                            d / f"{stage}.ckpt" / "last.pt", loader=loader, progress=False,
+                            device="cpu", on_epoch_end=lambda e, r: ends.append(
+                                time.perf_counter()))
+        save_student(d / f"{stage}.pt", res.model, res.meta)
+        return {"epoch2_s": ends[2] - ends[1], "path": res.meta["data_path"],
+                "cache": res.meta.get("chunk_cache")}
+    if stage == "infer":
+        from echodfkd.student_infer import infer_store
+
+        infer_store(d / "train_stream.pt", frames, d / "student.zarr", device="cpu",
+                    splits=["TEST"], progress=False)
+        return {}
+    if stage == "evaluate":
+        from echodfkd.evaluate import evaluate_source
+        from echodfkd.store import open_frames, open_masks
+
+        fs = open_frames(frames)
+        _, summary = evaluate_source(fs, open_masks(d / "student.zarr", fs),
+                                     teacher=open_masks(teacher, fs), split="TEST",
+                                     threshold=0.5, progress=False)
+        return {"dice": float(np.round(summary.get("dice", float("nan")), 3))}
+    raise SystemExit(f"unknown stage {stage!r}")
+
+
+# ---------------------------------------------------------------------------- parent side
+
+def measure(stage: str, spec: dict) -> dict:
+    """Run one stage in a child process: wall seconds, peak RSS (MiB) and what it returned."""
+    t = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, __file__, "--child", stage, json.dumps(spec)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = proc.communicate()
+    # the child prints its own ru_maxrss (RUSAGE_SELF, KiB on Linux) last: one figure per
+    # stage, where RUSAGE_CHILDREN would give the maximum over every child so far
+    wall = time.perf_counter() - t
+    if proc.returncode != 0:
+        raise SystemExit(f"{stage} failed ({proc.returncode}):\n{err[-3000:]}")
+    res = json.loads(out.strip().splitlines()[-1])
+    res["wall_s"] = wall
+    return res
+
+
+def same_weights(a: Path, b: Path) -> bool:
+    import torch
+
+    sa = torch.load(a, weights_only=True)["state_dict"]
+    sb = torch.load(b, weights_only=True)["state_dict"]
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="12 vs 96 videos x 48 frames")
+    p.add_argument("--videos", type=int, default=40, help="videos at 1x (without --quick)")
+    p.add_argument("--frames", type=int, default=64, help="frames per video (without --quick)")
+    p.add_argument("--steps", type=int, default=20, help="training steps per epoch")
+    p.add_argument("--cache-mb", type=float, default=64.0, help="streaming chunk cache")
+    p.add_argument("--workers", type=int, default=1, help="streaming reader threads")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per child")
+    p.add_argument("--workdir", help="keep the stores here (default: a temporary folder)")
+    p.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if a.child:
+        import resource
+
+        res = _child(a.child[0], json.loads(a.child[1]))
+        res["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps(res))
+        return
+    videos, frames = (12, 48) if a.quick else (a.videos, a.frames)
+    work = Path(a.workdir or tempfile.mkdtemp(prefix="scale_"))
+    stages = ["ingest", "teacher_infer", "train_stream", "train_ram", "infer", "evaluate"]
+    table: dict[str, dict[int, dict]] = {s: {} for s in stages}
+    for scale in (1, 8):
+        spec = {"dir": str(work / f"x{scale}"), "videos": videos * scale, "frames": frames,
+                "steps": a.steps, "cache_mb": a.cache_mb, "workers": a.workers,
+                "threads": a.threads}
+        Path(spec["dir"]).mkdir(parents=True, exist_ok=True)
+        measure("phantom", spec)
+        for s in stages:
+            table[s][scale] = measure(s, spec)
+            print(f"  {scale}x {s}: {table[s][scale]['wall_s']:.1f} s, "
+                  f"{table[s][scale]['rss_mb']:.0f} MiB", file=sys.stderr, flush=True)
+    data_mb = {k: videos * k * frames * 2 * 112 * 112 / 2 ** 20 for k in (1, 8)}
+    print(f"phantom: {videos} vs {8 * videos} videos x {frames} frames "
+          f"({data_mb[1]:.0f} vs {data_mb[8]:.0f} MiB of frames + masks); train: 2 epochs x "
+          f"{a.steps} steps, chunk cache {a.cache_mb:g} MiB, {a.workers} reader thread(s), "
+          f"{a.threads} torch thread(s); {os.cpu_count()} cores")
+    print(f"{'stage':<14}{'wall 1x s':>10}{'wall 8x s':>10}{'ratio':>7}"
+          f"{'RSS 1x MiB':>12}{'RSS 8x MiB':>12}{'ratio':>7}")
+    for s in stages:
+        r1, r8 = table[s][1], table[s][8]
+        print(f"{s:<14}{r1['wall_s']:>10.1f}{r8['wall_s']:>10.1f}"
+              f"{r8['wall_s'] / r1['wall_s']:>7.2f}{r1['rss_mb']:>12.0f}{r8['rss_mb']:>12.0f}"
+              f"{r8['rss_mb'] / r1['rss_mb']:>7.2f}")
+    print(f"teacher_infer: {table['teacher_infer'][8].get('note')}")
+    for k in (1, 8):
+        ts, tr = table["train_stream"][k], table["train_ram"][k]
+        print(f"{k}x epoch 2 (steps + validation): stream {ts['epoch2_s']:.2f} s "
+              f"(chunk cache {ts['cache']}), RAM {tr['epoch2_s']:.2f} s; same weights: "
+              f"{same_weights(work / f'x{k}' / 'train_stream.pt', work / f'x{k}' / 'train_ram.pt')}"
+              f"; evaluate Dice {table['evaluate'][k].get('dice')}")
+    rss = table["train_stream"][8]["rss_mb"] / table["train_stream"][1]["rss_mb"]
+    speed = table["train_ram"][8]["epoch2_s"] / table["train_stream"][8]["epoch2_s"]
+    print(f"train peak RSS, 8x data / 1x data: {rss:.2f}")
+    print(f"streaming/RAM training speed: {speed:.2f}")
+
+
+if __name__ == "__main__":
+    main()
