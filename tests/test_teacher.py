@@ -468,7 +468,8 @@ def test_stage_scripts(tmp_path):
     assert cost == {"weights": None, "flops": None}
     run("stages/teacher_infer.py", "--teacher", str(tmp_path / "teacher"), "--frames",
         store.path, "--out", str(tmp_path / "m.zarr"), "--batch", "8", "--amp", "true",
-        "--scheduler", "", "--workers", "1", "--device", "cpu")  # --amp: no-op on the CPU
+        "--scheduler", "", "--workers", "1", "--device", "cpu",
+        "--covered", "true")  # --amp: no-op on the CPU
     ms = open_masks(tmp_path / "m.zarr", store)
     np.testing.assert_array_equal(ms.masks[:], np.concatenate(
         [arrays[n][:, 0] for n in store.index.FileName]))
