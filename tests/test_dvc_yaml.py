@@ -197,3 +197,16 @@ def test_library_defaults_agree_with_params(params):
     assert "amp" not in d or d["amp"] == t["amp"]
     d = defaults_of(student_infer.infer_store)
     assert d.get("chunk", params["infer"]["chunk"]) == params["infer"]["chunk"]
+
+
+def test_lock_holds_only_current_stages():
+    """dvc.lock keeps no entry of a stage that dvc.yaml no longer defines (e.g. an old grid)."""
+    import subprocess
+    import sys
+
+    dvc = Path(sys.executable).parent / "dvc"
+    out = subprocess.run([str(dvc) if dvc.exists() else "dvc", "stage", "list", "--name-only"],
+                         cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    names = set(out.split())
+    lock = yaml.safe_load((ROOT / "dvc.lock").read_text())
+    assert set(lock["stages"]) <= names, sorted(set(lock["stages"]) - names)
