@@ -409,3 +409,14 @@ def test_evaluate_stage_bad_cost_file_names_it(frames_dir_source, tmp_path):
     (tmp_path / "sc.json").write_text(json.dumps({"weights": 1000, "flops": 5000}))
     with pytest.raises(InputError, match=r"sc.json: no number under \['blocks'"):
         evaluate_main()(args + ["--teacher-cost", "x"])
+
+
+def test_evaluate_stage_outputs_only_teacher_cost_is_left_out(frames_dir_source, tmp_path):
+    """An outputs-only teacher's cost.json holds nulls (its model is unknown): no teacher cost
+    keys, the teacher's scores are still there."""
+    args = stage_tree(tmp_path, frames_dir_source)
+    (tmp_path / "tc.json").write_text(json.dumps({"weights": None, "flops": None}))
+    evaluate_main()(args + ["--teacher-cost", str(tmp_path / "tc.json")])
+    m = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert "teacher_weights" not in m and "teacher_flops" not in m
+    assert m["teacher_dice_ed"] == 1.0 and all_finite_numbers(m)

@@ -106,9 +106,11 @@ def test_repro_builds_everything_then_is_up_to_date(clone: Path):
         assert (clone / f"data/raw/{name}/FileList.csv").is_file()
         assert (clone / f"data/frames/{name}.zarr/zarr.json").is_file()
     metrics = _metrics(clone)
-    for key in ("dice_ed", "dice_es", "afd_ed", "afd_es", "ef_r", "ef_mae", "ef_area_r",
-                "ef_area_mae", "teacher_dice_ed", "agreement_synthetic_test", "weights"):
+    # (EF keys are absent when a barely trained student finds no LV: undefined, not NaN)
+    for key in ("dice_ed", "dice_es", "afd_ed", "afd_es", "teacher_dice_ed", "teacher_ef_mae",
+                "agreement_synthetic_test", "weights", "flops"):
         assert key in metrics, key
+    assert all(isinstance(v, (int, float)) and np.isfinite(v) for v in metrics.values())
     assert 0.0 <= metrics["dice_ed"] <= 1.0
     assert (clone / "reports/students/b2-l1-h2/point.json").is_file()
     summary = json.loads((clone / "reports/pareto_summary.json").read_text())
@@ -203,7 +205,7 @@ def test_outputs_only_teacher_and_evaluation_only_source(echonet_clone: Path):
     out = _run(["dvc", "repro"], echonet_clone)
     assert "phantom" not in out.stdout and not (echonet_clone / "data/raw/A").exists()
     m = _metrics(echonet_clone)
-    assert {"dice_ed", "dice_es", "afd_ed", "afd_es", "ef_r", "ef_mae"} <= set(m), m
+    assert {"dice_ed", "dice_es", "afd_ed", "afd_es", "weights"} <= set(m), m
     assert not [k for k in m if any(t in k for t in TEACHER_KEYS)], m
     assert all(isinstance(v, (int, float)) and np.isfinite(v) for v in m.values()), m
     masks = json.loads((echonet_clone / "data/teacher/B.zarr/zarr.json").read_text())
