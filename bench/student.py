@@ -23,12 +23,26 @@ ratios, not the absolute numbers):
    is the largest (p75 - p25) / median over the variants of a row. The last line prints the
    smallest project / straightforward ratio.
 
+   What StudentNet does differently (``echodfkd/models/convlstm.py``; per-shape figures from
+   ``bench/convlstm_kernels.py``): under autograd each ConvLSTM layer is one autograd Function
+   over the whole sequence (hand-written backward through time: fused sigmoid/tanh backward
+   kernels into one gate-gradient buffer, the weight gradient and the input gradients as
+   separate conv-backward calls, the thin ones -- fewer than 16 channels -- with the im2col
+   kernel, 1.75x faster than autograd's single oneDNN call at layer 0 of the default student,
+   ~1.0x on the wider layers); without grad the gate math in place; the 2x2 max-pool without
+   grad as two ``torch.maximum`` (11-14x faster than ``F.max_pool2d``'s CPU kernel).
+
    Tried and dropped (measured no gain or a loss on the 2-core EPYC): the input half of the
-   ConvLSTM conv batched over all B*T frames (the previous StudentNet: slower, one large conv
-   leaves the caches), a hand-written autograd Function for the gate math, channels_last for
-   the recurrence, splitting the per-frame convs into small frame groups, chunking inference
-   in time, ``torch.compile`` of the gate math (guard overhead ~ its gain). bf16 convolutions
-   were 1.4-1.6x faster on the deeper layers but change the logits by ~1e-2: not used.
+   ConvLSTM conv batched over all B*T frames, in the forward (one large conv leaves the
+   caches) and in the backward (the weight gradient over 2, 4, 8 or 16 steps per call is no
+   faster than per step, over 16 it is 1.2-2x slower: big fresh buffers are page-faulted on
+   every call), channels_last for the recurrence, splitting the per-frame convs into small
+   frame groups, chunking inference in time, ``torch.compile`` of the gate math (guard
+   overhead ~ its gain), a hand-written max-pool backward with max_pool2d's tie rule (slower
+   than max_pool2d's own). bf16 convolutions were 1.4-1.6x faster on the deeper layers but
+   change the logits by ~1e-2: not used. The paper student is bound by its convolutions
+   (~80% of a training step, oneDNN near its best on these shapes), which both formulations
+   run with the same FLOPs.
 
 Data: ``--frames``/``--masks`` stores when they exist (default: the synthetic source of the
 pipeline), else a small phantom store (ground-truth masks as targets) built in a temp folder.

@@ -162,3 +162,165 @@ def test_state_dict_keys_are_the_plain_modules():
     keys = set(StudentNet(2, 1, 4).state_dict())
     assert {"cells.0.conv.weight", "cells.1.conv.bias", "up_convs.0.weight", "head.weight",
             "head.bias", "norms.1.running_var"} <= keys
+
+
+# --- the fused ConvLSTM layer (hand-written backward through time) against plain autograd ---
+
+def _run(net, x, state, fused):
+    """Logits, state and the gradients of a loss that uses both (parameters, then x, then
+    every state tensor that requires grad)."""
+    net.fused = fused
+    y, new = net(x, state)
+    loss = (y * torch.linspace(-1, 1, y.numel()).view(y.shape)).sum() + sum(
+        (h * 0.3 - c * 0.7).square().sum() for h, c in new)
+    leaves = list(net.parameters()) + [x] + [t for hc in (state or []) for t in hc
+                                             if t.requires_grad]
+    return y, new, torch.autograd.grad(loss, leaves)
+
+
+def _close(a, b, tol=2e-5):
+    return torch.allclose(a, b, atol=tol * max(1.0, b.abs().max().item()), rtol=1e-4)
+
+
+def test_layer_function_gradcheck_float64():
+    from echodfkd.models.convlstm import _ConvLSTMSequence
+    torch.manual_seed(6)
+    # 2 steps, batch 2, in_ch 2, hidden 2, 4x4 frames, kernel 3; every input requires grad
+    x = torch.randn(2, 2, 2, 4, 4, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(8, 4, 3, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(8, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(2, 2, 4, 4, dtype=torch.float64, requires_grad=True)
+    c0 = torch.randn(2, 2, 4, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda *a: _ConvLSTMSequence.apply(*a, 1),
+                                    (x, w, b, h0, c0))
+
+
+def test_layer_function_gradcheck_wide_float64():
+    """[x, h] with >= 24 channels: the joint input-gradient branch (one call over [x, h]). The
+    weight is held fixed here (18k entries make gradcheck slow); its gradient in this branch
+    is compared with autograd in test_fused_backward_paper_width_float32."""
+    from echodfkd.models.convlstm import _ConvLSTMSequence
+    torch.manual_seed(7)
+    x = torch.randn(2, 1, 16, 3, 3, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(64, 32, 3, 3, dtype=torch.float64) * 0.1
+    b = torch.randn(64, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(1, 16, 3, 3, dtype=torch.float64, requires_grad=True)
+    c0 = torch.zeros(1, 16, 3, 3, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda x, b, h0: _ConvLSTMSequence.apply(x, w, b, h0, c0, 1),
+                                    (x, b, h0))
+
+
+@pytest.mark.parametrize("layers,skip", [(1, False), (3, False), (1, True), (3, True)])
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_fused_equals_autograd_with_carried_state(layers, skip, mode):
+    torch.manual_seed(8)
+    net = StudentNet(blocks=3, layers_per_block=layers, hidden=6, skip=skip)
+    net.train(mode == "train")
+    x1 = torch.rand(2, 4, 1, 32, 32, requires_grad=True)
+    x2 = torch.rand(2, 3, 1, 32, 32, requires_grad=True)
+    # chunk 1 from zero state, chunk 2 carrying chunk 1's state (gradient flows through it)
+    outs = {}
+    for fused in (True, False):
+        net.fused = fused
+        y1, s1 = net(x1)
+        s1 = [(h.detach().requires_grad_(), c.detach().requires_grad_()) for h, c in s1]
+        outs[fused] = (y1,) + _run(net, x2, s1, fused)
+    (a1, a2, sa, ga), (b1, b2, sb, gb) = outs[True], outs[False]
+    assert _close(a1, b1) and _close(a2, b2)
+    for (ha, ca), (hb, cb) in zip(sa, sb):
+        assert _close(ha, hb) and _close(ca, cb)
+    assert len(ga) == len(gb) == len(list(net.parameters())) + 1 + 2 * 3 * layers
+    for u, v in zip(ga, gb):
+        assert _close(u, v, 1e-4)
+
+
+def test_fused_backward_paper_width_float32():
+    """A realistic width (hidden 16 -> 16/32/64 channels: both input-gradient branches)."""
+    torch.manual_seed(9)
+    net = StudentNet(blocks=3, layers_per_block=2, hidden=16).train()
+    x = torch.rand(2, 5, 1, 32, 32, requires_grad=True)
+    ya, sa, ga = _run(net, x, None, True)
+    yb, sb, gb = _run(net, x, None, False)
+    assert _close(ya, yb)
+    for u, v in zip(ga, gb):
+        assert _close(u, v, 1e-4)
+
+
+def test_nograd_path_equals_autograd_and_keeps_caller_state():
+    torch.manual_seed(10)
+    net = StudentNet(blocks=2, layers_per_block=2, hidden=5).eval()
+    x = torch.rand(1, 6, 1, 16, 16)
+    with torch.no_grad():
+        _, state = net(x[:, :2])
+        kept = [(h.clone(), c.clone()) for h, c in state]
+        net.fused = False
+        plain, plain_state = net(x[:, 2:], state)
+        net.fused = True
+    with torch.inference_mode():
+        fast, fast_state = net(x[:, 2:], state)
+    assert _close(fast, plain)
+    for (h, c), (hp, cp), (hk, ck) in zip(fast_state, plain_state, kept):
+        assert _close(h, hp) and _close(c, cp)
+    for (h, c), (hk, ck) in zip(state, kept):     # the caller's state is not written
+        assert torch.equal(h, hk) and torch.equal(c, ck)
+
+
+def test_cell_forward_sequence_paths_agree():
+    torch.manual_seed(11)
+    cell = ConvLSTMCell(3, 4, 3)
+    x = torch.rand(2, 5, 3, 6, 6, requires_grad=True)
+    hs, (h, c) = cell.forward_sequence(x)
+    hp, (h2, c2) = cell.forward_sequence(x, fused=False)
+    assert hs.shape == (2, 5, 4, 6, 6)
+    assert _close(hs, hp) and _close(c, c2) and torch.equal(hs[:, -1], h)
+    ga = torch.autograd.grad(hs.sum() + c.sum(), [x, cell.conv.weight])
+    gb = torch.autograd.grad(hp.sum() + c2.sum(), [x, cell.conv.weight])
+    assert all(_close(u, v, 1e-4) for u, v in zip(ga, gb))
+
+
+def test_double_backward_needs_the_plain_path():
+    torch.manual_seed(12)
+    net = StudentNet(blocks=1, layers_per_block=1, hidden=2)
+    x = torch.rand(1, 2, 1, 4, 4, requires_grad=True)
+    net.fused = False
+    (g,) = torch.autograd.grad(net(x)[0].square().sum(), x, create_graph=True)
+    g.sum().backward()                              # plain path: twice differentiable
+    assert net.cells[0].conv.weight.grad is not None
+    net.fused = True
+    (g,) = torch.autograd.grad(net(x)[0].square().sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable|double backward|twice"):
+        g.sum().backward()
+
+
+@pytest.mark.parametrize("in_ch", [6, 24])                # im2col kernel / oneDNN kernel
+def test_dgrad_kernels_equal_conv2d_input(in_ch):
+    from echodfkd.models.convlstm import _dgrad
+    torch.manual_seed(13)
+    w = torch.randn(8, in_ch, 3, 3)
+    g = torch.randn(2, 8, 7, 5)
+    like = torch.empty(2, in_ch, 7, 5)
+    ref = torch.nn.grad.conv2d_input(like.shape, w, g, padding=1)
+    assert _close(_dgrad(g, like, w, 1), ref)
+
+
+def test_flops_identical_on_both_paths():
+    from echodfkd.cost import flops_per_frame
+    net = StudentNet(3, 1, 6)
+    fused = flops_per_frame(net, "video", 32)
+    net.fused = False
+    assert flops_per_frame(net, "video", 32) == fused > 0
+
+
+def test_max_pool2x2_equals_max_pool2d():
+    from echodfkd.models.convlstm import max_pool2x2
+    x = torch.tensor([[[[1., 5., 0., -1.],
+                        [3., 2., -2., -3.]]]])
+    assert torch.equal(max_pool2x2(x), torch.tensor([[[[5., 0.]]]]))   # by hand
+    torch.manual_seed(14)
+    x = torch.randn(3, 4, 6, 8)
+    x[0, 0, 0, 0] = float("nan")
+    with torch.no_grad():
+        fast, ref = max_pool2x2(x), torch.nn.functional.max_pool2d(x, 2)
+    assert torch.equal(fast.nan_to_num(7.0), ref.nan_to_num(7.0)) and fast[0, 0, 0, 0].isnan()
+    x.requires_grad_()                      # under autograd: max_pool2d itself
+    assert max_pool2x2(x).grad_fn is not None

@@ -24,13 +24,25 @@ per frame, so a long video may be fed in chunks carrying the returned state and 
 the same logits as one pass (up to float rounding).
 
 Speed on CPU (measured with ``bench/student.py`` against the same network written the common
-way; the choices below are the ones that paid, the others are listed in the bench's docstring):
+way, and per kernel with ``bench/convlstm_kernels.py``; the choices below are the ones that
+paid, the others are listed in the bench's docstring):
 
+- the network runs time-major, (T, B, C, H, W), inside ``forward``: every frame of a step is
+  then contiguous and the ConvLSTM writes its outputs in place, without per-step stacks;
+- under autograd a ConvLSTM layer is one ``torch.autograd.Function`` over the sequence
+  (:class:`_ConvLSTMSequence`): the forward is the per-step conv over ``[x_t, h]`` and the
+  gate math in place; the backward through time writes the gate gradients with fused
+  ``sigmoid_backward``/``tanh_backward`` kernels into one buffer and asks separately for the
+  weight gradient and the input gradients, the thin ones (< 16 channels) from the im2col
+  kernel, which is 2.6x faster than oneDNN's for the h gradient of a hidden-6 layer. Batching
+  the weight gradient over several steps was no faster (see the bench). ``StudentNet.fused =
+  False`` gives the plain autograd step loop (twice differentiable);
+- without autograd (``no_grad``/``inference_mode``) the same loop with the gate math in place
+  (6 elementwise kernels a step), and the 2x2 max-pool as two ``torch.maximum`` (11-14x faster
+  than ``F.max_pool2d``'s CPU kernel; the same values);
 - the ConvLSTM step is one conv over ``[x_t, h]`` per time step. Running the input half of the
   conv once over all ``B*T`` frames (an earlier version) was *slower*: one conv over 32 frames
   of 112x112 leaves the CPU caches, 16 small ones do not;
-- the gate math splits the conv output once (``split``, whose backward is one ``cat``) and
-  uses one sigmoid over i, f, o and ``addcmul``: 6 elementwise kernels instead of 9;
 - the decoder's "x2 nearest upsampling -> 3x3 conv" runs as one 3x3 conv at the *low*
   resolution with 4x the output channels (one kernel per output phase, the taps that fall on
   the same low-resolution pixel summed) followed by ``pixel_shuffle``: the same FLOPs and the
@@ -41,7 +53,10 @@ way; the choices below are the ones that paid, the others are listed in the benc
 
 None of these change the parameters: ``state_dict`` keys and shapes are those of the plain
 modules (``cells.k.conv``, ``up_convs.k``, ``head``), and FLOPs counted by
-``echodfkd.cost.flops_per_frame`` are unchanged.
+``echodfkd.cost.flops_per_frame`` are unchanged (it runs without grad: the in-place loop calls
+the same convs as the plain one). The fused and plain paths give the same logits, states and
+gradients up to float rounding (tests/test_convlstm.py), so the fused path is the default
+for training, inference and export (the export traces the plain ops).
 """
 
 from __future__ import annotations
@@ -49,9 +64,160 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 LayerState = tuple[torch.Tensor, torch.Tensor]
 """(h, c) of one ConvLSTM layer, each float32 (B, hidden, H, W)."""
+
+_SLOW_DGRAD_BELOW = 16
+"""Input gradients of the recurrent conv with fewer channels than this (the h gradient of a
+hidden-6/12 layer, the x gradient of a 6/12-channel input) use PyTorch's im2col + GEMM kernel
+(``aten._slow_conv2d_backward``): oneDNN's backward-data kernel is 1.1-2.6x slower on them on
+the 2-core EPYC (``bench/convlstm_kernels.py``). Wider ones use oneDNN."""
+
+_JOINT_DGRAD_FROM = 24
+"""When ``x`` needs a gradient too and ``[x, h]`` has at least this many channels, both input
+gradients come from one oneDNN call over ``[x, h]`` (with the weight gradient), which measured
+faster than two separate calls from 24 channels on; below (6 + 12 channels) separate calls
+are faster."""
+
+
+def _dgrad(grad: torch.Tensor, like: torch.Tensor, weight: torch.Tensor, pad: int
+           ) -> torch.Tensor:
+    """Gradient w.r.t. the input of ``conv2d(inp, weight, padding=pad)`` (stride 1, no
+    dilation), ``inp`` having the shape of ``like`` (N, C, H, W); ``grad`` (N, O, H, W),
+    ``weight`` (O, C, k, k) contiguous. Returns float (N, C, H, W)."""
+    k = list(weight.shape[2:])
+    if weight.shape[1] < _SLOW_DGRAD_BELOW and hasattr(torch.ops.aten, "_slow_conv2d_backward"):
+        return torch.ops.aten._slow_conv2d_backward.output_mask(
+            grad, like, weight, k, [1, 1], [pad, pad], [True, False, False])[0]
+    return torch.ops.aten.convolution_backward(
+        grad, like, weight, None, [1, 1], [pad, pad], [1, 1], False, [0, 0], 1,
+        [True, False, False])[0]
+
+
+def _gate_update_(gates: torch.Tensor, c_prev: torch.Tensor, c: torch.Tensor,
+                  tc: torch.Tensor, h: torch.Tensor, n: int) -> None:
+    """Gate math in place, no autograd, all tensors float (B, ., H, W). ``gates`` (B, 4n, H, W)
+    pre-activations i, f, o, g become their activations (sigmoid x3, tanh); ``c`` (B, n, H, W)
+    receives c_t = f * c_prev + i * g (``c`` may be ``c_prev``: the update is elementwise),
+    ``tc`` tanh(c_t) and ``h`` o * tanh(c_t). Six elementwise kernels."""
+    gates[:, :3 * n].sigmoid_()
+    g = gates[:, 3 * n:].tanh_()
+    torch.mul(gates[:, n:2 * n], c_prev, out=c)
+    c.addcmul_(gates[:, :n], g)
+    torch.tanh(c, out=tc)
+    torch.mul(gates[:, 2 * n:3 * n], tc, out=h)
+
+
+class _ConvLSTMSequence(torch.autograd.Function):
+    """One ConvLSTM layer over a whole time-major sequence, with a hand-written
+    backpropagation through time (docs/design.md §3 for the cell).
+
+    forward(x (T, B, C, H, W) contiguous, weight (4n, C + n, k, k), bias (4n,), h0, c0
+    (B, n, H, W)) -> (hs (T, B, n, H, W), h_T, c_T), float32, the same values as the autograd
+    loop :meth:`ConvLSTMCell._sequence_autograd` up to float rounding.
+
+    Per step the forward does the conv over ``[x_t, h]`` (oneDNN) and the gate math in place,
+    keeping ``[x_t, h]``, the gate activations, c_t and tanh(c_t). The backward walks the steps
+    in reverse: the gate derivatives with the fused ``sigmoid_backward``/``tanh_backward``
+    kernels written straight into one (B, 4n, H, W) buffer, then separate weight and input
+    gradient calls, each with the kernel that is fastest for its shape (:func:`_dgrad`);
+    autograd's conv backward computes them in one oneDNN call (and the gradient of ``x`` even
+    when ``x`` needs none). Not twice differentiable: use ``StudentNet.fused = False`` for that.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, h0, c0, pad):  # noqa: D401 (autograd signature)
+        t_len, b, cin = x.shape[:3]
+        n = h0.shape[1]
+        zs = x.new_empty((t_len, b, cin + n) + tuple(x.shape[3:]))
+        cs = x.new_empty((t_len,) + tuple(h0.shape))
+        tcs = torch.empty_like(cs)
+        hs = torch.empty_like(cs)
+        acts = []
+        h, c = h0, c0
+        for t in range(t_len):
+            torch.cat([x[t], h], 1, out=zs[t])
+            gates = F.conv2d(zs[t], weight, bias, padding=pad)
+            _gate_update_(gates, c, cs[t], tcs[t], hs[t], n)
+            acts.append(gates)
+            h, c = hs[t], cs[t]
+        ctx.save_for_backward(weight, c0)
+        ctx.zs, ctx.cs, ctx.tcs, ctx.acts, ctx.pad, ctx.n = zs, cs, tcs, acts, pad, n
+        ctx.set_materialize_grads(False)
+        return hs, h.clone(), c.clone()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_hs, g_h, g_c):
+        weight, c0 = ctx.saved_tensors
+        zs, cs, tcs, acts, pad, n = ctx.zs, ctx.cs, ctx.tcs, ctx.acts, ctx.pad, ctx.n
+        need_x, need_w, need_b, need_h0, need_c0 = ctx.needs_input_grad[:5]
+        t_len, cin = zs.shape[0], zs.shape[2] - n
+        sb, tb = torch.ops.aten.sigmoid_backward, torch.ops.aten.tanh_backward
+        joint = need_x and cin + n >= _JOINT_DGRAD_FROM
+        wx = weight[:, :cin].contiguous() if need_x and not joint else None
+        wh = weight[:, cin:].contiguous()
+        dw = torch.zeros_like(weight) if need_w else None
+        db = weight.new_zeros(weight.shape[0]) if need_b else None
+        dxs = [None] * t_len
+        dh, dc = g_h, g_c
+        for t in range(t_len - 1, -1, -1):
+            if g_hs is not None:
+                dh = g_hs[t] if dh is None else dh + g_hs[t]
+            if dh is None:
+                dh = torch.zeros_like(cs[t])
+            act, tc = acts[t], tcs[t]
+            i, f, o, g = act[:, :n], act[:, n:2 * n], act[:, 2 * n:3 * n], act[:, 3 * n:]
+            c_prev = cs[t - 1] if t > 0 else c0
+            dct = tb(dh * o, tc)                       # dL/dc_t
+            if dc is not None:
+                dct += dc
+            dg = torch.empty_like(act)                 # dL/d(pre-activation gates)
+            sb.grad_input(dct * g, i, grad_input=dg[:, :n])
+            sb.grad_input(dct * c_prev, f, grad_input=dg[:, n:2 * n])
+            sb.grad_input(dh * tc, o, grad_input=dg[:, 2 * n:3 * n])
+            tb.grad_input(dct * i, g, grad_input=dg[:, 3 * n:])
+            dc = dct * f if (t > 0 or need_c0) else None
+            z = zs[t]
+            need_h = t > 0 or need_h0
+            if joint:
+                dz, dwt, dbt = torch.ops.aten.convolution_backward(
+                    dg, z, weight, [weight.shape[0]], [1, 1], [pad, pad], [1, 1], False,
+                    [0, 0], 1, [True, need_w, need_b])
+                dxs[t], dh = dz[:, :cin], (dz[:, cin:] if need_h else None)
+            else:
+                _, dwt, dbt = torch.ops.aten.convolution_backward(
+                    dg, z, weight, [weight.shape[0]], [1, 1], [pad, pad], [1, 1], False,
+                    [0, 0], 1, [False, need_w, need_b]) if (need_w or need_b) else (None,) * 3
+                if need_x:
+                    dxs[t] = _dgrad(dg, z[:, :cin], wx, pad)
+                dh = _dgrad(dg, z[:, cin:], wh, pad) if need_h else None
+            if need_w:
+                dw += dwt
+            if need_b:
+                db += dbt
+        dx = torch.stack(dxs) if need_x else None
+        return dx, dw, db, (dh if need_h0 else None), (dc if need_c0 else None), None
+
+
+def _sequence_nograd(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                     h: torch.Tensor, c: torch.Tensor, pad: int
+                     ) -> tuple[torch.Tensor, LayerState]:
+    """Inference over a time-major sequence ``x`` (T, B, C, H, W): the conv over ``[x_t, h]``
+    and the gate math in place (6 elementwise kernels a step), outputs written straight into
+    ``hs`` (T, B, n, H, W). The caller's ``h`` and ``c`` are not modified."""
+    t_len, b = x.shape[:2]
+    n = h.shape[1]
+    hs = x.new_empty((t_len,) + tuple(h.shape))
+    c = c.clone()
+    tc = torch.empty_like(c)
+    for t in range(t_len):
+        gates = F.conv2d(torch.cat([x[t], h], 1), weight, bias, padding=pad)
+        _gate_update_(gates, c, c, tc, hs[t], n)
+        h = hs[t]
+    return hs, (h.clone(), c)
 
 
 class ConvLSTMCell(nn.Module):
@@ -96,29 +262,79 @@ class ConvLSTMCell(nn.Module):
 
     def forward(self, x: torch.Tensor, state: LayerState | None = None
                 ) -> tuple[torch.Tensor, LayerState]:
-        """One time step: ``x`` (B, in_ch, H, W) -> ``(h, (h, c))``, h and c (B, hidden, H, W)."""
+        """One time step: ``x`` (B, in_ch, H, W) -> ``(h, (h, c))``, h and c (B, hidden, H, W).
+        Plain autograd (twice differentiable)."""
         h, c = self.zero_state(x) if state is None else state
         gates = self.conv(torch.cat([x, h], dim=1))
         h, c = self._update(gates, c)
         return h, (h, c)
 
-    def forward_sequence(self, x: torch.Tensor, state: LayerState | None = None
-                         ) -> tuple[torch.Tensor, LayerState]:
-        """All time steps: ``x`` (B, T, in_ch, H, W) -> ``(hs (B, T, hidden, H, W), (h, c))``.
-
-        Same result as calling :meth:`forward` frame by frame (it is that loop). ``unbind``,
-        not ``x[:, k]``: the backward of T selects would allocate T full-size zero gradients.
-        """
-        b, t, ch, hh, ww = x.shape
-        if ch != self.in_ch:
-            raise ValueError(f"expected {self.in_ch} input channels, got {ch} "
-                             f"(shape {tuple(x.shape)})")
-        h, c = self.zero_state(x[:, 0]) if state is None else state
+    def _sequence_autograd(self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor
+                           ) -> tuple[torch.Tensor, LayerState]:
+        """Reference path: time-major ``x`` (T, B, in_ch, H, W), the step loop under autograd.
+        ``unbind``, not ``x[t]``: the backward of T selects would allocate T full-size zero
+        gradients."""
         out = []
-        for xt in x.unbind(1):
+        for xt in x.unbind(0):
             h, c = self._update(self.conv(torch.cat([xt, h], dim=1)), c)
             out.append(h)
-        return torch.stack(out, dim=1), (h, c)
+        return torch.stack(out, 0), (h, c)
+
+    def sequence_time_major(self, x: torch.Tensor, state: LayerState | None = None, *,
+                            fused: bool = True) -> tuple[torch.Tensor, LayerState]:
+        """All time steps of a time-major ``x`` float32 (T, B, in_ch, H, W) ->
+        ``(hs (T, B, hidden, H, W), (h, c))``, the state after the last step.
+
+        ``fused=True`` (default): with autograd recording (grad mode on and an input or
+        parameter requiring grad) the whole sequence is one :class:`_ConvLSTMSequence`
+        (hand-written backward through time); otherwise (``no_grad``/``inference_mode``, or
+        nothing requires grad) the in-place inference loop. Both give the values of
+        ``fused=False`` (plain autograd step loop, twice differentiable) up to float rounding.
+        During ``torch.jit.trace`` the plain loop is used, so the traced graph is plain ops.
+        """
+        if x.dim() != 5 or x.shape[2] != self.in_ch:
+            raise ValueError(f"expected input (T, B, {self.in_ch}, H, W), got shape "
+                             f"{tuple(x.shape)}")
+        h, c = self.zero_state(x[0]) if state is None else state
+        if not fused or torch.jit.is_tracing():
+            return self._sequence_autograd(x, h, c)
+        w, b = self.conv.weight, self.conv.bias
+        pad = self.kernel_size // 2
+        if torch.is_grad_enabled() and any(t.requires_grad for t in (x, w, b, h, c)):
+            hs, h, c = _ConvLSTMSequence.apply(x.contiguous(), w, b, h, c, pad)
+            return hs, (h, c)
+        with torch.no_grad():
+            return _sequence_nograd(x, w, b, h, c, pad)
+
+    def forward_sequence(self, x: torch.Tensor, state: LayerState | None = None, *,
+                         fused: bool = True) -> tuple[torch.Tensor, LayerState]:
+        """All time steps: ``x`` (B, T, in_ch, H, W) -> ``(hs (B, T, hidden, H, W), (h, c))``.
+
+        Same result as calling :meth:`forward` frame by frame; batch-major wrapper of
+        :meth:`sequence_time_major` (two transposed copies; ``StudentNet`` works time-major
+        throughout and avoids them).
+        """
+        if x.dim() != 5 or x.shape[2] != self.in_ch:
+            raise ValueError(f"expected {self.in_ch} input channels, got shape "
+                             f"{tuple(x.shape)}")
+        hs, state = self.sequence_time_major(x.transpose(0, 1).contiguous(), state,
+                                             fused=fused)
+        return hs.transpose(0, 1).contiguous(), state
+
+
+def max_pool2x2(x: torch.Tensor) -> torch.Tensor:
+    """``F.max_pool2d(x, 2)`` of float (N, C, H, W) -> (N, C, H/2, W/2).
+
+    Without autograd (and H, W even, not tracing) it is two ``torch.maximum`` over strided
+    views, the same values (NaN propagates as in max_pool2d) 10-17x faster than max_pool2d's
+    CPU kernel on these shapes (``bench/convlstm_kernels.py``). Under autograd max_pool2d is
+    kept: its gradient goes to the first maximum of a window, and a hand-written backward
+    with that tie rule was slower than max_pool2d's forward + backward."""
+    if (torch.is_grad_enabled() and x.requires_grad) or torch.jit.is_tracing() \
+            or x.shape[-1] % 2 or x.shape[-2] % 2:
+        return F.max_pool2d(x, 2)
+    r = torch.maximum(x[..., 0::2, :], x[..., 1::2, :])
+    return torch.maximum(r[..., 0::2], r[..., 1::2])
 
 
 def _per_frame(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -202,6 +418,11 @@ class StudentNet(nn.Module):
                                            3, padding=1))
             self.up_norms.append(nn.BatchNorm2d(out_ch))
         self.head = nn.Conv2d(hidden, 1, 1)
+        self.fused = True
+        """ConvLSTM layers run as :class:`_ConvLSTMSequence` / the in-place inference loop
+        (True) or as the plain autograd step loop (False: slower, twice differentiable). Not
+        part of :meth:`config` nor of the state_dict: it changes no value beyond float
+        rounding."""
 
     def config(self) -> dict:
         """Constructor arguments, enough to rebuild the network: ``StudentNet(**config)``."""
@@ -223,19 +444,21 @@ class StudentNet(nn.Module):
                              f"(2**(blocks-1) with blocks={self.blocks})")
         if state is not None and len(state) != len(self.cells):
             raise ValueError(f"state has {len(state)} layers, the network {len(self.cells)}")
+        fused = getattr(self, "fused", True)  # objects pickled before the attribute existed
         new_state: list[LayerState] = []
         skips: list[torch.Tensor] = []
+        x = x.transpose(0, 1).contiguous()  # time-major (T, B, C, H, W) throughout
         layer = 0
         for k in range(self.blocks):
             for _ in range(self.layers_per_block):
-                x, s = self.cells[layer].forward_sequence(
-                    x, None if state is None else state[layer])
+                x, s = self.cells[layer].sequence_time_major(
+                    x, None if state is None else state[layer], fused=fused)
                 new_state.append(s)
                 x = _per_frame(self.norms[layer], x)
                 layer += 1
             if k < self.blocks - 1:
                 skips.append(x)
-                x = _per_frame(lambda y: F.max_pool2d(y, 2), x)
+                x = _per_frame(max_pool2x2 if fused else (lambda y: F.max_pool2d(y, 2)), x)
         for conv, norm in zip(self.up_convs, self.up_norms):
             if self.skip:
                 x = _per_frame(lambda y: F.interpolate(y, scale_factor=2, mode="nearest"), x)
@@ -244,7 +467,8 @@ class StudentNet(nn.Module):
             else:
                 x = _per_frame(lambda y: F.relu(norm(upsample_conv(y, conv.weight, conv.bias)),
                                                 inplace=True), x)
-        # head: 1x1 conv to one channel, as a product over channels (C,) . (B*T, C, H*W)
-        b, t, ch, hh, ww = x.shape
-        y = torch.matmul(self.head.weight.view(1, ch), x.reshape(b * t, ch, hh * ww))
-        return (y + self.head.bias.view(1, 1, 1)).view(b, t, 1, hh, ww), new_state
+        # head: 1x1 conv to one channel, as a product over channels (C,) . (T*B, C, H*W)
+        t, b, ch, hh, ww = x.shape
+        y = torch.matmul(self.head.weight.view(1, ch), x.reshape(t * b, ch, hh * ww))
+        y = (y + self.head.bias.view(1, 1, 1)).view(t, b, 1, hh, ww)
+        return y.transpose(0, 1).contiguous(), new_state
