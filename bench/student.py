@@ -44,15 +44,30 @@ ratios, not the absolute numbers):
    (~80% of a training step, oneDNN near its best on these shapes), which both formulations
    run with the same FLOPs.
 
+4. Export formats (``echodfkd.export``): the default and the paper student at 112x112, one
+   video of ``--export-frames`` frames, state carried: eager ``StudentNet`` (inference_mode,
+   one call), the TorchScript step and the ONNX step in onnxruntime (CPUExecutionProvider,
+   intra-op threads = torch threads), with 1 and 2 threads; frames/s (median over ``--rounds``
+   interleaved rounds, the order rotated every round), the per-round speed ratios to eager and
+   to TorchScript (median, eager's p25-p75), and the parity (max abs diff of the logits and
+   the final state against eager). Without onnx/onnxruntime the ONNX rows are skipped
+   ("onnxruntime not installed: skipped"). On a shared machine run it with
+   ``OMP_WAIT_POLICY=PASSIVE`` (onnxruntime's spinning is then turned off too): torch's
+   busy-waiting OpenMP threads otherwise make its 2-thread rows 10-30x slower. The last line
+   prints the median and smallest onnxruntime / TorchScript ratio; the figures and the choice
+   are in ``echodfkd/export.py``'s docstring.
+
 Data: ``--frames``/``--masks`` stores when they exist (default: the synthetic source of the
 pipeline), else a small phantom store (ground-truth masks as targets) built in a temp folder.
 
-    python bench/student.py [--videos 8] [--clips 40] [--threads 1] [--sections 1 2 3]
+    python bench/student.py [--videos 8] [--clips 40] [--threads 1] [--sections 1 2 3 4]
+    OMP_WAIT_POLICY=PASSIVE python bench/student.py --sections 4 --rounds 7
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -66,7 +81,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from echodfkd.cost import count_weights, flops_per_frame, frames_per_second
-from echodfkd.export import export_student, load_exported
+from echodfkd.export import (export_student, export_student_onnx, load_exported,
+                             load_exported_onnx)
 from echodfkd.models.convlstm import StudentNet
 from echodfkd.store import (INDEX_COLUMNS, TRACED_COLUMNS, finish_frame_store, init_frame_store,
                             init_mask_store, open_frames, open_masks)
@@ -248,36 +264,73 @@ def side_by_side(rounds: int, threads: list[int], tmp: Path) -> list[dict]:
     return rows
 
 
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--frames", default="data/frames/synthetic.zarr")
-    p.add_argument("--masks", default="data/teacher/synthetic.zarr")
-    p.add_argument("--videos", type=int, default=8, help="videos the clips are drawn from")
-    p.add_argument("--clips", type=int, default=40)
-    p.add_argument("--sequence-length", type=int, default=16)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--sections", type=int, nargs="+", default=[1, 2, 3])
-    p.add_argument("--rounds", type=int, default=5, help="section 3: interleaved rounds")
-    p.add_argument("--side-threads", type=int, nargs="+", default=[1, 2],
-                   help="section 3: torch thread counts")
-    a = p.parse_args(argv)
-    if 3 in a.sections:
-        with tempfile.TemporaryDirectory() as tmp:
-            print("\n3. StudentNet vs the same network written the common way (frames/s, "
-                  f"median of {a.rounds} interleaved rounds; ratio = project / straightforward "
-                  "speed)", flush=True)
-            rows = side_by_side(a.rounds, a.side_threads, Path(tmp))
-        table = pd.DataFrame(rows)
-        with pd.option_context("display.width", 200, "display.max_columns", 20):
-            print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
-        worst = table.loc[table["ratio"].idxmin()]
-        print(f"noise: (p75-p25)/median up to {table['noise'].max():.2f} "
-              f"(median {table['noise'].median():.2f}) over the rows")
-        print(f"median ratio {table['ratio'].median():.2f}; smallest ratio project / "
-              f"straightforward: {worst['ratio']:.2f} ({worst['student']}, {worst['mode']}, "
-              f"{worst['res']}px, {worst['threads']} thread(s))")
-    if not {1, 2} & set(a.sections):
-        return
+def export_formats(rounds: int, threads: list[int], n_frames: int, tmp: Path
+                   ) -> tuple[list[dict], str | None]:
+    """Section 4: one row per export format x student x torch/onnxruntime threads (module
+    docstring). Returns the rows and why ONNX was skipped (None when it ran)."""
+    try:
+        import onnx  # noqa: F401  (the exporter needs it)
+        import onnxruntime  # noqa: F401
+        skipped = None
+    except ImportError as e:
+        skipped = f"{e.name} not installed: skipped"
+    passive = os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE"
+    rows = []
+    students = {"default 3x1x6": (3, 1, 6), "paper 3x3x12": (3, 3, 12)}
+    for name, cfg in students.items():
+        torch.manual_seed(0)
+        net = StudentNet(*cfg)
+        with torch.no_grad():  # one train-mode pass: non-trivial BatchNorm statistics
+            net(torch.rand(2, 4, 1, 112, 112))
+        net.eval()
+        x = torch.rand(1, n_frames, 1, 112, 112)
+        with torch.inference_mode():
+            ref, ref_state = net(x)
+        ts = load_exported(export_student(net, tmp / "s.ts"))
+        onnx_path = None if skipped else export_student_onnx(net, tmp / "s.onnx")
+        for n_threads in threads:
+            torch.set_num_threads(n_threads)
+
+            def eager(net=net, x=x):
+                with torch.inference_mode():
+                    return net(x)
+            variants = {"eager": eager, "torchscript": lambda ts=ts, x=x: ts(x)}
+            if onnx_path is not None:
+                ort_student = load_exported_onnx(onnx_path, threads=n_threads,
+                                                 spinning=not passive)
+                variants["onnxruntime"] = lambda m=ort_student, x=x: m(x)
+            parity = {}
+            for k, fn in variants.items():  # warm-up and parity (whole video, state carried)
+                logits, state = fn()
+                parity[k] = max([(logits - ref).abs().max().item()] + [
+                    (a - b).abs().max().item()
+                    for hc, hc_ref in zip(state, ref_state) for a, b in zip(hc, hc_ref)])
+            times = {k: [] for k in variants}
+            order = list(variants)
+            for r in range(rounds):  # interleaved, the order rotated every round
+                for k in order[r % len(order):] + order[:r % len(order)]:
+                    t0 = time.perf_counter()
+                    variants[k]()
+                    times[k].append(time.perf_counter() - t0)
+            for k, v in times.items():
+                per_round = np.array(times["eager"]) / np.array(v)  # speed / eager, per round
+                ts_ratio = np.array(times["torchscript"]) / np.array(v)
+                rows.append({"format": k, "student": name, "threads": n_threads,
+                             "fps": n_frames / statistics.median(v),
+                             "x eager": float(np.median(per_round)),
+                             "x eager p25": float(np.percentile(per_round, 25)),
+                             "x eager p75": float(np.percentile(per_round, 75)),
+                             "x torchscript": float(np.median(ts_ratio)),
+                             "noise": (np.percentile(v, 75) - np.percentile(v, 25))
+                             / statistics.median(v),
+                             "max abs diff": parity[k]})
+                print("   " + "  ".join(f"{c}={val:.3g}" if isinstance(val, float) else
+                                        f"{c}={val}" for c, val in rows[-1].items()), flush=True)
+    return rows, skipped
+
+
+def inputs_and_inference(a: argparse.Namespace) -> None:
+    """Sections 1 and 2 (module docstring)."""
     torch.set_num_threads(a.threads)
     L = a.sequence_length
     with tempfile.TemporaryDirectory() as tmp:
@@ -384,6 +437,68 @@ def main(argv=None) -> None:
         if len(lines) == 2:
             print(f"   student / teacher: weights x{lines[0][1] / lines[1][1]:.3f}, FLOPs "
                   f"x{lines[0][2] / lines[1][2]:.3f}, speed x{lines[0][3] / lines[1][3]:.2f}")
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--frames", default="data/frames/synthetic.zarr")
+    p.add_argument("--masks", default="data/teacher/synthetic.zarr")
+    p.add_argument("--videos", type=int, default=8, help="videos the clips are drawn from")
+    p.add_argument("--clips", type=int, default=40)
+    p.add_argument("--sequence-length", type=int, default=16)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--sections", type=int, nargs="+", default=[1, 2, 3, 4])
+    p.add_argument("--rounds", type=int, default=5, help="sections 3 and 4: interleaved rounds")
+    p.add_argument("--side-threads", type=int, nargs="+", default=[1, 2],
+                   help="sections 3 and 4: torch (and onnxruntime) thread counts")
+    p.add_argument("--export-frames", type=int, default=32,
+                   help="section 4: frames of the video run through every format")
+    a = p.parse_args(argv)
+    if 3 in a.sections:
+        with tempfile.TemporaryDirectory() as tmp:
+            print("\n3. StudentNet vs the same network written the common way (frames/s, "
+                  f"median of {a.rounds} interleaved rounds; ratio = project / straightforward "
+                  "speed)", flush=True)
+            rows = side_by_side(a.rounds, a.side_threads, Path(tmp))
+        table = pd.DataFrame(rows)
+        with pd.option_context("display.width", 200, "display.max_columns", 20):
+            print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+        worst = table.loc[table["ratio"].idxmin()]
+        print(f"noise: (p75-p25)/median up to {table['noise'].max():.2f} "
+              f"(median {table['noise'].median():.2f}) over the rows")
+        print(f"median ratio {table['ratio'].median():.2f}; smallest ratio project / "
+              f"straightforward: {worst['ratio']:.2f} ({worst['student']}, {worst['mode']}, "
+              f"{worst['res']}px, {worst['threads']} thread(s))")
+    if {1, 2} & set(a.sections):
+        inputs_and_inference(a)
+    if 4 in a.sections:
+        with tempfile.TemporaryDirectory() as tmp:
+            print("\n4. export formats at 112x112, 1 video x "
+                  f"{a.export_frames} frames, state carried (frames/s, median of {a.rounds} "
+                  "interleaved rounds; x eager / x torchscript: median over rounds of the "
+                  "per-round speed ratio; max abs diff: logits and final state vs eager; "
+                  f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')})",
+                  flush=True)
+            if max(a.side_threads) > 1 and os.environ.get("OMP_WAIT_POLICY") is None:
+                print("   note: OMP_WAIT_POLICY unset: torch's OpenMP threads busy-wait, and on "
+                      "a machine whose cores are busy elsewhere torch with 2+ threads can run "
+                      "10-30x slower; rerun with OMP_WAIT_POLICY=PASSIVE", flush=True)
+            rows, skipped = export_formats(a.rounds, a.side_threads, a.export_frames,
+                                           Path(tmp))
+        table = pd.DataFrame(rows)
+        with pd.option_context("display.width", 200, "display.max_columns", 20):
+            print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+        print(f"noise: (p75-p25)/median of the times up to {table['noise'].max():.2f} "
+              f"(median {table['noise'].median():.2f}) over the rows")
+        if skipped:
+            print(f"ONNX: {skipped}; TorchScript / eager speed: median "
+                  f"{table.loc[table['format'] == 'torchscript', 'x eager'].median():.2f}")
+        else:
+            o = table[table["format"] == "onnxruntime"]
+            worst = o.loc[o["x torchscript"].idxmin()]
+            print(f"onnxruntime / TorchScript speed: median {o['x torchscript'].median():.2f}, "
+                  f"smallest {worst['x torchscript']:.2f} ({worst['student']}, "
+                  f"{worst['threads']} thread(s))")
 
 
 if __name__ == "__main__":

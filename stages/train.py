@@ -6,8 +6,8 @@
         --out models/students/student --checkpoint models/students/student.ckpt/last.pt \
         --live dvclive/student ...   (every option is required; values come from params.yaml)
 
-Writes ``<out>/student.pt`` (weights, config, meta), ``<out>/student.ts`` (TorchScript export,
-echodfkd/export.py), ``<out>/train.json`` (best-epoch metrics,
+Writes ``<out>/student.pt`` (weights, config, meta), ``<out>/student.onnx`` (ONNX export of one
+time step, state in and out: echodfkd/export.py; chosen over TorchScript by measurement), ``<out>/train.json`` (best-epoch metrics,
 flat, for ``dvc metrics``) and ``<out>/cost.json`` (weights, flops, blocks, layers_per_block,
 hidden); curves go to ``--live`` (empty: none). The per-epoch ``--checkpoint`` (outside
 ``<out>``, so that DVC does not delete it before a rerun) lets an interrupted run resume.
@@ -24,7 +24,7 @@ import torch
 from echodfkd.cli import boolean, run
 from echodfkd.clips import parse_sources
 from echodfkd.cost import count_weights, flops_per_frame
-from echodfkd.export import EXPORT_NAME, export_student
+from echodfkd.export import ONNX_NAME, export_student_onnx
 from echodfkd.store import teacher_covers, write_text_atomic
 from echodfkd.train import LoaderConfig, TrainConfig, save_student, train_student
 
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
             "flops": flops_per_frame(result.model, "student"),
             "blocks": a.blocks, "layers_per_block": a.layers_per_block, "hidden": a.hidden}
     write_text_atomic(out / "cost.json", json.dumps(cost, indent=2) + "\n")
-    export_student(result.model, out / EXPORT_NAME)  # TorchScript, for deployment
+    export_student_onnx(result.model, out / ONNX_NAME)  # for deployment (onnxruntime)
 
 
 if __name__ == "__main__":

@@ -63,3 +63,86 @@ def test_bad_input_and_files(tmp_path):
         load_exported(tmp_path / "junk.ts")
     with pytest.raises(FileNotFoundError, match="missing.ts"):
         load_exported(tmp_path / "missing.ts")
+
+
+# --- ONNX (echodfkd.export.export_student_onnx): skipped where onnx/onnxruntime are absent ---
+
+def _onnx():
+    pytest.importorskip("onnx", reason="onnx not installed: the ONNX export is optional")
+    pytest.importorskip("onnxruntime", reason="onnxruntime not installed: the ONNX student "
+                                              "cannot be run")
+    from echodfkd import export
+    return export
+
+
+@pytest.mark.parametrize("cfg", [(2, 1, 3, False), (3, 2, 2, False), (2, 1, 3, True)])
+def test_onnx_equals_eager_with_state_carried(tmp_path, cfg):
+    export = _onnx()
+    net = _trained_like(*cfg)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    path = export.export_student_onnx(net, tmp_path / export.ONNX_NAME, size=16)
+    assert path == tmp_path / "student.onnx" and path.exists()
+    assert not list(tmp_path.glob("*.tmp*"))  # written atomically, nothing left behind
+    again = export.export_student_onnx(net, tmp_path / "again.onnx", size=16)
+    assert again.read_bytes() == path.read_bytes()  # deterministic
+    # the model is left as it was (the exporter restores the training flag of what it traces)
+    assert not net.training
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())
+    student = export.load_exported_onnx(path, threads=1)
+    assert student.config == net.config()
+    x = torch.rand(2, 7, 1, 16, 16)
+    with torch.no_grad():
+        whole, state = net(x)
+    first, s = student(x[:, :3])             # two chunks, the state carried between them
+    second, s = student(x[:, 3:], s)
+    assert first.dtype == torch.float32 and first.shape == (2, 3, 1, 16, 16)
+    assert torch.allclose(torch.cat([first, second], 1), whole, atol=1e-5)
+    for (h, c), (he, ce) in zip(state, s):
+        assert torch.allclose(h, he, atol=1e-5) and torch.allclose(c, ce, atol=1e-5)
+
+
+def test_onnx_serves_other_batches_and_frame_sizes(tmp_path):
+    export = _onnx()
+    net = _trained_like(2, 1, 3)
+    student = export.load_exported_onnx(export.export_student_onnx(net, tmp_path / "s.onnx",
+                                                                   size=16))
+    for x in (torch.rand(1, 3, 1, 8, 12), torch.rand(3, 2, 1, 20, 4)):  # traced 1 x 16x16
+        with torch.no_grad():
+            eager, _ = net(x)
+        assert torch.allclose(student(x)[0], eager, atol=1e-5)
+
+
+def test_onnx_names_hand_checked():
+    from echodfkd.export import onnx_names
+    assert onnx_names(StudentNet(2, 1, 3).config()) == (
+        ["frame", "h_0", "c_0", "h_1", "c_1"], ["logits", "h_0_out", "c_0_out", "h_1_out",
+                                                "c_1_out"])
+
+
+def test_onnx_bad_input_and_files(tmp_path):
+    export = _onnx()
+    student = export.load_exported_onnx(
+        export.export_student_onnx(_trained_like(2, 1, 3), tmp_path / "s.onnx", size=16))
+    with pytest.raises(InputError, match=r"divisible by 2.*\(1, 2, 1, 9, 8\)"):
+        student(torch.rand(1, 2, 1, 9, 8))
+    _, state = student(torch.rand(1, 2, 1, 8, 8))
+    with pytest.raises(InputError, match="state does not match"):
+        student(torch.rand(2, 2, 1, 8, 8), state)
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+    with pytest.raises(InputError, match="junk.onnx.*not an ONNX model"):
+        export.load_exported_onnx(tmp_path / "junk.onnx")
+    with pytest.raises(FileNotFoundError, match="missing.onnx"):
+        export.load_exported_onnx(tmp_path / "missing.onnx")
+    with pytest.raises(InputError, match="threads=-1"):
+        export.load_exported_onnx(tmp_path / "s.onnx", threads=-1)
+
+
+def test_onnx_without_config_is_refused(tmp_path):
+    export = _onnx()
+    import onnx
+    path = export.export_student_onnx(_trained_like(2, 1, 3), tmp_path / "s.onnx", size=16)
+    proto = onnx.load(str(path))
+    del proto.metadata_props[:]
+    onnx.save(proto, str(tmp_path / "bare.onnx"))
+    with pytest.raises(InputError, match="bare.onnx.*no 'config' metadata"):
+        export.load_exported_onnx(tmp_path / "bare.onnx")

@@ -1,5 +1,8 @@
-import json
+import hashlib
 import importlib.util
+import json
+import math
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -271,7 +274,7 @@ def test_stage_cli(tmp_path):
     assert ck["meta"]["train_videos"] == 4          # 3 src + 1 extra TRAIN (src_3 too short)
     assert [s["weight"] for s in ck["meta"]["train_sources"]] == [3.0, 1.0]
     assert ck["meta"]["data_path"] == "stream" and ck["meta"]["name"] == "student"
-    assert (out / "train.json").exists() and (out / "student.ts").exists()
+    assert (out / "train.json").exists() and (out / "student.onnx").exists()
     cost = json.loads((out / "cost.json").read_text())
     assert cost["weights"] == ck["meta"]["weights"] and cost["flops"] > 0
     assert (cost["blocks"], cost["layers_per_block"], cost["hidden"]) == (2, 1, 2)
@@ -458,3 +461,152 @@ def test_pickled_student_file_names_the_file(tmp_path):
     junk.write_bytes(pickle.dumps([1, 2]) + b"garbage")
     with pytest.raises(InputError, match="junk.pt"):
         read_student(junk)
+
+
+# --- recipe options (issue 12 item 5): loss, lr schedule, burn-in, augmentation strength ---
+
+from echodfkd.train import (augment_ranges, config_hash, draw_augment,  # noqa: E402
+                            forward_burn_in, lr_factor, soft_dice_loss, training_loss)
+
+
+def test_soft_dice_loss_by_hand():
+    # p = sigmoid(0) = 0.5 on 4 pixels, target 1 1 0 0: inter 1, sum p 2, sum t 2
+    # 1 - (2*1 + 1) / (2 + 2 + 1) = 0.4
+    logits = torch.zeros(1, 1, 1, 2, 2)
+    target = torch.tensor([1.0, 1.0, 0.0, 0.0]).view(1, 1, 1, 2, 2)
+    assert soft_dice_loss(logits, target).item() == pytest.approx(0.4)
+    # a confident exact prediction: loss ~0; both empty: exactly 0 (eps)
+    assert soft_dice_loss((target * 2 - 1) * 50, target).item() == pytest.approx(0, abs=1e-6)
+    assert soft_dice_loss(torch.full((1, 1, 1, 2, 2), -200.0), 0 * target).item() == 0.0
+    # per clip, then the mean: clip 2 is a perfect empty pair (0), clip 1 gives 0.4
+    two = soft_dice_loss(torch.cat([logits, torch.full_like(logits, -200.0)]),
+                         torch.cat([target, 0 * target]))
+    assert two.item() == pytest.approx(0.2)
+
+
+def test_training_loss_options():
+    logits, target = torch.zeros(1, 1, 1, 2, 2), torch.tensor([1.0, 1, 0, 0]).view(1, 1, 1, 2, 2)
+    bce = training_loss(logits, target)
+    assert bce.item() == pytest.approx(math.log(2))   # BCE of p = 0.5, whatever the target
+    both = training_loss(logits, target, "bce_dice", 0.5)
+    assert both.item() == pytest.approx(math.log(2) + 0.5 * 0.4)
+    with pytest.raises(InputError, match="loss must be one of"):
+        training_loss(logits, target, "dice")
+
+
+def test_lr_factor():
+    assert lr_factor("constant", 7, 10) == 1.0
+    assert lr_factor("cosine", 0, 10) == 1.0
+    assert lr_factor("cosine", 5, 10) == pytest.approx(0.5)
+    assert lr_factor("cosine", 10, 10) == pytest.approx(0.0)
+    with pytest.raises(InputError, match="lr_schedule"):
+        lr_factor("step", 0, 10)
+
+
+def test_forward_burn_in_equals_tail_of_one_pass():
+    from echodfkd.models.convlstm import StudentNet
+
+    torch.manual_seed(0)
+    model = StudentNet(2, 1, 2).eval()       # eval: BatchNorm per frame, so chunks are exact
+    x = torch.rand(2, 6, 1, 8, 8)
+    full, _ = model(x)
+    tail = forward_burn_in(model, x, 4)
+    assert tail.shape == (2, 2, 1, 8, 8)
+    torch.testing.assert_close(tail, full[:, 4:])
+    torch.testing.assert_close(forward_burn_in(model, x, 0), full)
+
+
+def test_augment_strength_ranges():
+    assert augment_ranges(1.0) == ((0.75, 1.3), (0.7, 1.4), (0.0, 0.35))  # today's ranges
+    assert augment_ranges(0.0) == ((1.0, 1.0), (1.0, 1.0), (0.0, 0.0))    # identity
+    lo = augment_ranges(2.0)
+    assert lo[0] == pytest.approx((0.5, 1.6)) and lo[1] == pytest.approx((0.4, 1.8))
+    shape = (2, 3, 1, 4, 4)
+    a = draw_augment(np.random.default_rng(1), shape)
+    b = draw_augment(np.random.default_rng(1), shape, 2.0)
+    np.testing.assert_array_equal(a.noise, b.noise)   # same draws, scaled ranges
+    np.testing.assert_allclose(b.sigma, 2 * a.sigma, rtol=1e-6)
+    np.testing.assert_allclose(b.gain - 1, ((a.gain - 1) * 2), rtol=1e-5, atol=1e-6)
+    x = torch.rand(shape)
+    from echodfkd.train import apply_augment
+    torch.testing.assert_close(apply_augment(x, draw_augment(np.random.default_rng(1), shape,
+                                                             0.0)), x)
+
+
+def test_recipe_options_validated():
+    for kw, needle in (({"burn_in": 16}, "burn_in"), ({"loss": "dice"}, "loss"),
+                       ({"lr_schedule": "step"}, "lr_schedule"),
+                       ({"augment_strength": 3.0}, "augment_strength"),
+                       ({"dice_weight": -1.0}, "dice_weight"), ({"ema": 1.0}, "ema"), ({"sharpen": 5.0}, "sharpen")):
+        with pytest.raises(InputError, match=needle):
+            TrainConfig(**kw)
+
+
+def test_default_recipe_keeps_config_hash():
+    # the new options at their defaults do not enter the hash: older checkpoints resume
+    old = {k: v for k, v in asdict(TrainConfig()).items()
+           if k not in ("loss", "dice_weight", "lr_schedule", "burn_in", "augment_strength",
+                         "ema", "sharpen")}
+    expect = hashlib.sha256(json.dumps({"config": old, "data": "d"}, sort_keys=True)
+                            .encode()).hexdigest()[:16]
+    assert config_hash(TrainConfig(), "d") == expect
+    assert config_hash(TrainConfig(burn_in=2), "d") != expect
+
+
+def test_recipe_options_train_deterministically(stores, tmp_path):
+    cfg = {"epochs": 2, "loss": "bce_dice", "lr_schedule": "cosine", "burn_in": 2,
+           "augment_strength": 1.5, "half_resolution": False, "sharpen": 1.0}
+    a = run(stores, tmp_path, "a", cfg=cfg)
+    b = run(stores, tmp_path, "b", cfg=cfg)
+    assert same_weights(a.model, b.model) and a.history == b.history
+    plain = run(stores, tmp_path, "p", cfg={"epochs": 2, "half_resolution": False})
+    assert not same_weights(a.model, plain.model)
+    assert all(np.isfinite(h["train_loss"]) for h in a.history)
+
+
+def test_ema_update_by_hand():
+    from echodfkd.train import ema_update
+
+    a, b = torch.nn.BatchNorm1d(1), torch.nn.BatchNorm1d(1)
+    with torch.no_grad():
+        a.weight.fill_(1.0)
+        b.weight.fill_(3.0)
+        b.running_mean.fill_(7.0)
+    ema_update(a, b, 0.9, 0)      # step 0: d = min(0.9, 1/10) = 0.1 -> 0.1*1 + 0.9*3 = 2.8
+    assert a.weight.item() == pytest.approx(2.8)
+    assert a.running_mean.item() == 7.0          # buffers copied
+    ema_update(a, b, 0.5, 100)    # d = 0.5 -> 0.5*2.8 + 0.5*3 = 2.9
+    assert a.weight.item() == pytest.approx(2.9)
+
+
+def test_ema_training_resumes_identically(stores, tmp_path):
+    cfg = {"epochs": 3, "ema": 0.9}
+    full = run(stores, tmp_path, "full", cfg=cfg)
+
+    def crash(epoch, row):
+        if epoch == 0:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        run(stores, tmp_path, "r", cfg=cfg, on_epoch_end=crash)
+    resumed = run(stores, tmp_path, "r", cfg=cfg)
+    assert resumed.history == full.history and same_weights(resumed.model, full.model)
+    plain = run(stores, tmp_path, "p", cfg={"epochs": 3})
+    assert not same_weights(full.model, plain.model)
+
+
+def test_sharpen_augmentation_by_hand():
+    from echodfkd.train import Augment, apply_augment
+
+    x = torch.full((1, 1, 1, 5, 5), 0.5)
+    x[0, 0, 0, 2, 2] = 0.6          # one brighter pixel; its 3x3 mean is 0.5 + 0.1/9
+    ident = lambda a: Augment(np.ones(1, np.float32), np.ones(1, np.float32),  # noqa: E731
+                              np.zeros(1, np.float32), np.zeros((1, 1, 1, 5, 5), np.float32), a)
+    y = apply_augment(x, ident(np.array([1.0], np.float32)))
+    assert y[0, 0, 0, 2, 2].item() == pytest.approx(0.6 + (0.1 - 0.1 / 9))
+    assert y[0, 0, 0, 0, 0].item() == pytest.approx(0.5)   # flat region: unchanged
+    torch.testing.assert_close(apply_augment(x, ident(None)), x)
+    a = draw_augment(np.random.default_rng(3), (2, 1, 1, 4, 4))
+    b = draw_augment(np.random.default_rng(3), (2, 1, 1, 4, 4), 1.0, 0.8)
+    np.testing.assert_array_equal(a.noise, b.noise)        # earlier draws unchanged
+    assert a.sharpen is None and ((b.sharpen >= 0) & (b.sharpen <= 0.8)).all()
