@@ -40,15 +40,18 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--" + name, required=True)
     for name in ("blocks", "layers-per-block", "hidden", "kernel-size", "sequence-length",
                  "batch", "epochs", "steps-per-epoch", "patience", "seed", "threads",
-                 "val-clips-per-video", "loader-workers"):
+                 "val-clips-per-video", "loader-workers", "burn-in"):
         p.add_argument("--" + name, type=int, required=True)  # steps-per-epoch 0: one pass
-    for name in ("lr", "cache-mb", "stream-above-mb"):
+    for name in ("lr", "cache-mb", "stream-above-mb", "augment-strength", "sharpen",
+                 "dice-weight", "ema"):
         p.add_argument("--" + name, type=float, required=True)
     for name in ("filter-min", "filter-max"):
         p.add_argument("--" + name, type=_opt_float, required=True, help="empty: no bound")
     for name in ("skip", "half-resolution", "augment", "amp"):
         p.add_argument("--" + name, type=boolean, required=True)
     p.add_argument("--short-videos", choices=["skip", "pad"], required=True)
+    p.add_argument("--loss", choices=["bce", "bce_dice"], required=True)
+    p.add_argument("--lr-schedule", choices=["constant", "cosine"], required=True)
     a = p.parse_args(argv)
     if a.threads > 0:
         torch.set_num_threads(a.threads)
@@ -65,7 +68,9 @@ def main(argv: list[str] | None = None) -> None:
         steps_per_epoch=a.steps_per_epoch if a.steps_per_epoch > 0 else None,
         patience=a.patience, half_resolution=a.half_resolution, augment=a.augment, seed=a.seed,
         val_clips_per_video=a.val_clips_per_video, short_videos=a.short_videos,
-        filter_column=a.filter_column or None, filter_min=a.filter_min, filter_max=a.filter_max)
+        filter_column=a.filter_column or None, filter_min=a.filter_min, filter_max=a.filter_max,
+        loss=a.loss, dice_weight=a.dice_weight, lr_schedule=a.lr_schedule, burn_in=a.burn_in,
+        augment_strength=a.augment_strength, sharpen=a.sharpen, ema=a.ema)
     loader = LoaderConfig(stream_above_mb=a.stream_above_mb, cache_mb=a.cache_mb,
                           workers=a.loader_workers, amp=a.amp)
     result = train_student(train, val, config, a.checkpoint, loader=loader,

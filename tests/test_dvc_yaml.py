@@ -169,11 +169,16 @@ def test_library_defaults_agree_with_params(params):
     for k in ("blocks", "layers_per_block", "hidden", "kernel_size", "skip"):
         assert getattr(cfg, k) == main[k], k
     for k in ("sequence_length", "lr", "epochs", "patience", "half_resolution", "augment",
-              "val_clips_per_video", "short_videos"):
+              "val_clips_per_video", "short_videos", "augment_strength", "sharpen", "loss",
+              "dice_weight", "lr_schedule", "burn_in", "ema"):
         assert getattr(cfg, k) == tr[k], k
     assert cfg.batch_size == tr["batch"]
     assert cfg.steps_per_epoch == (tr["steps_per_epoch"] or None)
     assert cfg.seed == params["seed"]
+    from echodfkd.train import LoaderConfig
+    loader = LoaderConfig()
+    assert (loader.cache_mb, loader.workers, loader.stream_above_mb, loader.amp) == (
+        tr["cache_mb"], tr["loader_workers"], tr["stream_above_mb"], tr["amp"])
     net = defaults_of(StudentNet)
     for k in ("blocks", "layers_per_block", "hidden", "kernel_size", "skip"):
         if k in net:

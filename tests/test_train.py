@@ -245,7 +245,9 @@ def stage_args(data, out, **over):
             "batch": "2", "lr": "0.003", "epochs": "1", "steps-per-epoch": "2", "patience": "4",
             "half-resolution": "true", "augment": "true", "seed": "0", "threads": "1",
             "val-clips-per-video": "1", "short-videos": "skip", "cache-mb": "1",
-            "loader-workers": "1", "stream-above-mb": "0", "amp": "false", **over}
+            "loader-workers": "1", "stream-above-mb": "0", "amp": "false",
+            "augment-strength": "1.0", "sharpen": "0.0", "loss": "bce", "dice-weight": "1.0",
+            "lr-schedule": "constant", "burn-in": "0", "ema": "0.0", **over}
     return [x for k, v in args.items() for x in ("--" + k, v)]
 
 
@@ -537,7 +539,8 @@ def test_recipe_options_validated():
     for kw, needle in (({"burn_in": 16}, "burn_in"), ({"loss": "dice"}, "loss"),
                        ({"lr_schedule": "step"}, "lr_schedule"),
                        ({"augment_strength": 3.0}, "augment_strength"),
-                       ({"dice_weight": -1.0}, "dice_weight"), ({"ema": 1.0}, "ema"), ({"sharpen": 5.0}, "sharpen")):
+                       ({"dice_weight": -1.0}, "dice_weight"), ({"ema": 1.0}, "ema"),
+                       ({"sharpen": 5.0}, "sharpen")):
         with pytest.raises(InputError, match=needle):
             TrainConfig(**kw)
 
