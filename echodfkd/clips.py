@@ -527,14 +527,15 @@ def prefetch(draw: Callable[[], tuple], read: Callable[..., tuple], steps: int, 
 
 
 def parse_sources(spec: str, frames_dir: str | os.PathLike, masks_dir: str | os.PathLike,
-                  teacher_sources: Sequence[str], *, weights: bool = True,
+                  covers: Callable[[str], bool], *, weights: bool = True,
                   what: str = "--sources") -> list[Source]:
     """Sources from a spec such as ``"synthetic:TRAIN@3 real:TRAIN+VAL@1"``.
 
     Space-separated entries ``<source>:<SPLIT>[+<SPLIT>...][@<weight>]`` (weight default 1,
     only with ``weights``); the stores are ``<frames_dir>/<source>.zarr`` and
-    ``<masks_dir>/<source>.zarr``. Every source must be in ``teacher_sources`` (the sources
-    that have cached teacher masks). Raises :class:`InputError` naming the bad entry.
+    ``<masks_dir>/<source>.zarr``. ``covers(source)`` tells whether the teacher labels a source
+    (has cached masks for it); every source must be covered. Raises :class:`InputError` naming
+    the bad entry.
     """
     entries = spec.split()
     if not entries:
@@ -561,9 +562,8 @@ def parse_sources(spec: str, frames_dir: str | os.PathLike, masks_dir: str | os.
             raise InputError(f"{what} entry {entry!r} is not <source>:<SPLIT>[+<SPLIT>...]"
                              f"{'[@<weight>]' if weights else ''} (e.g. synthetic:TRAIN"
                              f"{'@3' if weights else ''})")
-        if name not in teacher_sources:
-            raise InputError(f"{what} source {name!r} has no teacher masks (sources the "
-                             f"teacher labels: {list(teacher_sources)}): set "
+        if not covers(name):
+            raise InputError(f"{what} source {name!r} has no teacher masks: set "
                              f"sources.{name}.teacher: true in params.yaml")
         out.append(Source(str(Path(frames_dir) / f"{name}.zarr"),
                           str(Path(masks_dir) / f"{name}.zarr"), split_list, weight))

@@ -530,14 +530,19 @@ def finite_only(d: dict) -> tuple[dict, list[str]]:
     return kept, dropped
 
 
-def load_cost(path: str | os.PathLike, keys: tuple[str, ...]) -> dict:
+def load_cost(path: str | os.PathLike, keys: tuple[str, ...], *,
+              unknown_ok: bool = False) -> dict | None:
     """Read a cost JSON object (``cost.json`` of the train or teacher stage) and check it holds
-    numbers under ``keys``; errors name the file and the missing keys."""
+    numbers under ``keys``; errors name the file and the missing keys. With ``unknown_ok``, a
+    file whose ``keys`` are all null (the teacher stage's record of a teacher known only by its
+    outputs) gives None."""
     path = Path(path)
     try:
         d = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise InputError(f"{path}: not valid JSON ({e}): rerun the stage that wrote it") from e
+    if unknown_ok and isinstance(d, dict) and all(d.get(k) is None for k in keys):
+        return None
     missing = [k for k in keys if not isinstance(d.get(k) if isinstance(d, dict) else None,
                                                  (int, float))]
     if missing:

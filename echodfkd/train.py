@@ -100,7 +100,7 @@ import math
 import os
 import pickle
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
 
@@ -127,10 +127,10 @@ LOSSES = ("bce", "bce_dice")
 LR_SCHEDULES = ("constant", "cosine")
 AUGMENT_MAX_STRENGTH = 2.0  # gain/gamma ranges stay positive up to this scale
 
-# Recipe fields added after the first release: left out of the config hash at their default,
-# so that checkpoints written before they existed still resume.
-_NEW_DEFAULTS = {"loss": "bce", "dice_weight": 1.0, "lr_schedule": "constant", "burn_in": 0,
-                 "augment_strength": 1.0, "ema": 0.0, "sharpen": 0.0}
+# Recipe fields added after the first release: left out of the config hash at their default
+# (TrainConfig's), so that checkpoints written before they existed still resume.
+_NEW_FIELDS = ("loss", "dice_weight", "lr_schedule", "burn_in", "augment_strength", "ema",
+               "sharpen")
 
 
 @dataclass(frozen=True)
@@ -387,8 +387,9 @@ def ema_update(ema_model: torch.nn.Module, model: torch.nn.Module, decay: float,
 
 
 def config_hash(config: TrainConfig, data: str) -> str:
+    defaults = {f.name: f.default for f in fields(TrainConfig) if f.name in _NEW_FIELDS}
     cfg = {k: v for k, v in asdict(config).items()
-           if not (k in _NEW_DEFAULTS and v == _NEW_DEFAULTS[k])}
+           if not (k in defaults and v == defaults[k])}
     key = json.dumps({"config": cfg, "data": data}, sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 

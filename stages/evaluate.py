@@ -9,7 +9,6 @@ only; the log says what is left out and why).
 """
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
@@ -24,15 +23,6 @@ log = logging.getLogger("evaluate")
 def store(folder: str, source: str) -> Path:
     """``<folder>/<source>.zarr``: where every stage keeps a source's frames or masks."""
     return Path(folder) / f"{source}.zarr"
-
-
-def _unknown_cost(path: str) -> bool:
-    """The teacher stage writes ``{"weights": null, "flops": null}`` for imported outputs."""
-    try:
-        d = json.loads(Path(path).read_text())
-    except json.JSONDecodeError:
-        return False  # load_cost names the bad file
-    return isinstance(d, dict) and all(d.get(k) is None for k in E.COST_KEYS)
 
 
 def main(argv=None):
@@ -71,11 +61,11 @@ def main(argv=None):
                  E.source_key(a.agreement_source, a.agreement_split))
     student_cost = E.load_cost(a.student_cost, E.COST_KEYS + pareto.ARCH)
     teacher_cost = None
-    if Path(a.teacher_cost).is_file() and _unknown_cost(a.teacher_cost):
-        log.info("teacher cost %s is unknown (a teacher given as outputs only): "
-                 "teacher_weights and teacher_flops are not reported", a.teacher_cost)
-    elif Path(a.teacher_cost).is_file():
-        teacher_cost = E.load_cost(a.teacher_cost, E.COST_KEYS)
+    if Path(a.teacher_cost).is_file():
+        teacher_cost = E.load_cost(a.teacher_cost, E.COST_KEYS, unknown_ok=True)
+        if teacher_cost is None:
+            log.info("teacher cost %s is unknown (a teacher given as outputs only): "
+                     "teacher_weights and teacher_flops are not reported", a.teacher_cost)
     elif teacher is not None:
         log.info("teacher cost file %s does not exist (a teacher given as outputs only): "
                  "teacher_weights and teacher_flops are not reported", a.teacher_cost)

@@ -55,12 +55,12 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     if a.threads > 0:
         torch.set_num_threads(a.threads)
-    # the sources the teacher labels: their mask store holds masks (store.teacher_covers)
-    named = {e.rpartition("@")[0 if "@" in e else 2].partition(":")[0]
-             for e in f"{a.sources} {a.val}".split()}
-    teachers = [n for n in sorted(named) if n and teacher_covers(Path(a.masks_dir) / f"{n}.zarr")]
-    train = parse_sources(a.sources, a.frames_dir, a.masks_dir, teachers, what="--sources")
-    val = parse_sources(a.val, a.frames_dir, a.masks_dir, teachers, weights=False, what="--val")
+    # the teacher labels a source when its mask store holds masks (store.teacher_covers)
+    def covers(name: str) -> bool:
+        return teacher_covers(Path(a.masks_dir) / f"{name}.zarr")
+
+    train = parse_sources(a.sources, a.frames_dir, a.masks_dir, covers, what="--sources")
+    val = parse_sources(a.val, a.frames_dir, a.masks_dir, covers, weights=False, what="--val")
     config = TrainConfig(
         blocks=a.blocks, layers_per_block=a.layers_per_block, hidden=a.hidden,
         kernel_size=a.kernel_size, skip=a.skip, sequence_length=a.sequence_length,

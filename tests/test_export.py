@@ -51,20 +51,6 @@ def test_state_shapes_hand_checked():
     assert state_shapes(cfg, 1, 8, 12) == [(1, 3, 8, 12)] * 4 + [(1, 6, 4, 6)] * 4
 
 
-def test_bad_input_and_files(tmp_path):
-    exported = load_exported(export_student(_trained_like(2, 1, 3), tmp_path / "s.ts", size=16))
-    with pytest.raises(InputError, match=r"divisible by 2.*\(1, 2, 1, 9, 8\)"):
-        exported(torch.rand(1, 2, 1, 9, 8))
-    _, state = exported(torch.rand(1, 2, 1, 8, 8))
-    with pytest.raises(InputError, match="state does not match"):
-        exported(torch.rand(2, 2, 1, 8, 8), state)
-    (tmp_path / "junk.ts").write_bytes(b"not a model")
-    with pytest.raises(InputError, match="junk.ts.*not a TorchScript file"):
-        load_exported(tmp_path / "junk.ts")
-    with pytest.raises(FileNotFoundError, match="missing.ts"):
-        load_exported(tmp_path / "missing.ts")
-
-
 # --- ONNX (echodfkd.export.export_student_onnx): skipped where onnx/onnxruntime are absent ---
 
 def _onnx():
@@ -119,22 +105,28 @@ def test_onnx_names_hand_checked():
                                                 "c_1_out"])
 
 
-def test_onnx_bad_input_and_files(tmp_path):
-    export = _onnx()
-    student = export.load_exported_onnx(
-        export.export_student_onnx(_trained_like(2, 1, 3), tmp_path / "s.onnx", size=16))
+def _formats(fmt):
+    """(export, load, suffix, what a junk file is called) of one export format."""
+    if fmt == "onnx":
+        export = _onnx()
+        return export.export_student_onnx, export.load_exported_onnx, "onnx", "an ONNX model"
+    return export_student, load_exported, "ts", "a TorchScript file"
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_bad_input_and_files(tmp_path, fmt):
+    export, load, suffix, kind = _formats(fmt)
+    student = load(export(_trained_like(2, 1, 3), tmp_path / f"s.{suffix}", size=16))
     with pytest.raises(InputError, match=r"divisible by 2.*\(1, 2, 1, 9, 8\)"):
         student(torch.rand(1, 2, 1, 9, 8))
     _, state = student(torch.rand(1, 2, 1, 8, 8))
     with pytest.raises(InputError, match="state does not match"):
         student(torch.rand(2, 2, 1, 8, 8), state)
-    (tmp_path / "junk.onnx").write_bytes(b"not a model")
-    with pytest.raises(InputError, match="junk.onnx.*not an ONNX model"):
-        export.load_exported_onnx(tmp_path / "junk.onnx")
-    with pytest.raises(FileNotFoundError, match="missing.onnx"):
-        export.load_exported_onnx(tmp_path / "missing.onnx")
-    with pytest.raises(InputError, match="threads=-1"):
-        export.load_exported_onnx(tmp_path / "s.onnx", threads=-1)
+    (tmp_path / f"junk.{suffix}").write_bytes(b"not a model")
+    with pytest.raises(InputError, match=f"junk.{suffix}.*not {kind}"):
+        load(tmp_path / f"junk.{suffix}")
+    with pytest.raises(FileNotFoundError, match=f"missing.{suffix}"):
+        load(tmp_path / f"missing.{suffix}")
 
 
 def test_onnx_without_config_is_refused(tmp_path):

@@ -409,13 +409,13 @@ def test_composite_sampling_weights():
 
 def test_parse_sources(tmp_path):
     got = parse_sources("synthetic:TRAIN@3 real:TRAIN+VAL", tmp_path / "f", tmp_path / "t",
-                        ["real", "synthetic"])
+                        {"real", "synthetic"}.__contains__)
     assert [(Path(s.frames).name, Path(s.masks).parent.name, s.splits, s.weight) for s in got] \
         == [("synthetic.zarr", "t", ("TRAIN",), 3.0), ("real.zarr", "t", ("TRAIN", "VAL"), 1.0)]
     with pytest.raises(InputError, match="'other'.*sources.other.teacher: true"):
-        parse_sources("other:TRAIN", "f", "t", ["real"])
+        parse_sources("other:TRAIN", "f", "t", {"real"}.__contains__)
     with pytest.raises(InputError, match="'real:TRAIN@x'"):
-        parse_sources("real:TRAIN@x", "f", "t", ["real"])
+        parse_sources("real:TRAIN@x", "f", "t", {"real"}.__contains__)
 
 
 def test_resume_restarts_when_masks_change(stores, tmp_path):
