@@ -15,13 +15,19 @@ ratios, not the absolute numbers):
 3. ``StudentNet`` against the same network written the common way (``StraightStudent``
    below: one conv over ``[x_t, h]`` at every time step, ``chunk`` + three sigmoids, nearest
    upsampling then conv, 1x1 conv head; same parameters, loaded from the same state_dict),
-   for the default student (3 blocks x 1 layer x hidden 6) and the paper's (3 x 3 x 12):
-   training (forward + backward of BCE, batch 2 x 16 frames) and inference (no grad, 1 video x
-   32 frames, state from zero), at 112 and 56 pixels, with 1 and 2 torch threads. Inference
-   rows add the TorchScript export (``echodfkd.export``) run on the same frames. Variants are
-   interleaved round by round and each figure is the median over ``--rounds`` rounds; "noise"
-   is the largest (p75 - p25) / median over the variants of a row. The last line prints the
-   smallest project / straightforward ratio.
+   for the pipeline's default student (``--params``' ``students.student``, 4 blocks x 2
+   layers x hidden 2 at the time of writing) and the paper's (3 x 3 x 12): training (forward
+   + backward of BCE, batch 2 x 16 frames) and inference (no grad, 1 video x 32 frames, state
+   from zero), at 112 and 56 pixels, with 1 and 2 torch threads. Inference rows add the
+   TorchScript export (``echodfkd.export``) run on the same frames. Variants are interleaved
+   round by round and each figure is the median over ``--rounds`` rounds; "noise" is the
+   largest (p75 - p25) / median over the variants of a row. ``convs`` replays only the
+   convolutions the straightforward network runs (:class:`ConvReplay`: the same conv calls on
+   inputs of the same shapes, with their backward for training), and ``ceiling`` = straight
+   time / convs time is the largest ratio any formulation can reach while running those
+   convolutions with the same kernels: StudentNet goes above it only where it runs *other*
+   conv calls that are faster (its split input gradients, its decoder at low resolution).
+   The last line prints the median and the smallest project / straightforward ratio.
 
    What StudentNet does differently (``echodfkd/models/convlstm.py``; per-shape figures from
    ``bench/convlstm_kernels.py``): under autograd each ConvLSTM layer is one autograd Function
@@ -42,7 +48,20 @@ ratios, not the absolute numbers):
    than max_pool2d's own). bf16 convolutions were 1.4-1.6x faster on the deeper layers but
    change the logits by ~1e-2: not used. The paper student is bound by its convolutions
    (~80% of a training step, oneDNN near its best on these shapes), which both formulations
-   run with the same FLOPs.
+   run with the same FLOPs: a 3x3 conv of 96 -> 192 channels at 28 px (batch 2) runs at
+   ~110 GFLOP/s on one core in either layout, which is two 256-bit FMAs every cycle at
+   ~3.4 GHz, the most this Zen 4 core issues: direct convolution has no headroom left.
+   Measured and dropped in the last round (whole ConvLSTM layer, forward + backward over 16
+   steps, channels-last against channels-first): channels-last layers 0.94-1.08x except one
+   shape (6 -> 12 channels at 56 px, 1.33x), because the gate math on channel slices of
+   interleaved pixels is slower than what the faster conv saves; NNPACK's Winograd
+   (``torch._nnpack_spatial_convolution``, forward only) 0.7-1.4x oneDNN per shape; a
+   Winograd F(4x4, 3x3) written in torch ops (tile gather, transforms as small matrix
+   products, 36 batched GEMMs; forward, batch 2) against oneDNN channels-last: 1.55-1.94x on
+   the 28- and 14-px layers of the paper student, 1.15-1.23x at 56 px and 0.55-0.77x at
+   112 px, with 3x the rounding error. A third of the paper student's conv work is at 28 px,
+   so even with the same gain in the backward that is an estimated 5-10% of a training step,
+   far from what the target needs; not adopted.
 
 4. Export formats (``echodfkd.export``): the default and the paper student at 112x112, one
    video of ``--export-frames`` frames, state carried: eager ``StudentNet`` (inference_mode,
@@ -204,10 +223,67 @@ class StraightStudent(nn.Module):
         return per_frame(self.head, x), new
 
 
-def side_by_side(rounds: int, threads: list[int], tmp: Path) -> list[dict]:
+class ConvReplay:
+    """The convolutions a network runs in one call, and nothing else: ``record`` runs the
+    network once with forward hooks on its ``nn.Conv2d`` modules and keeps, for every conv
+    call, a random input of the same shape (and whether that input needed a gradient);
+    calling the replay runs the same ``conv2d`` calls again, and with ``backward`` each one's
+    ``convolution_backward`` (input gradient only where autograd computed one, weight and
+    bias always) on a random output gradient. Its time is the floor of any formulation that
+    runs these convolutions with the same kernels."""
+
+    def __init__(self, net: nn.Module, x: torch.Tensor) -> None:
+        self.calls = []
+
+        def hook(module, inputs, output):
+            z = inputs[0]
+            self.calls.append((module, torch.rand(z.shape), z.requires_grad,
+                               torch.rand(output.shape)))
+        handles = [m.register_forward_hook(hook) for m in net.modules()
+                   if isinstance(m, nn.Conv2d)]
+        try:
+            with torch.enable_grad():
+                net(x)
+        finally:
+            for h in handles:
+                h.remove()
+
+    def __call__(self, backward: bool) -> None:
+        for conv, z, z_grad, g in self.calls:
+            with torch.no_grad():
+                F.conv2d(z, conv.weight, conv.bias, padding=conv.padding)
+            if backward:
+                torch.ops.aten.convolution_backward(
+                    g, z, conv.weight, [conv.weight.shape[0]], [1, 1], list(conv.padding),
+                    [1, 1], False, [0, 0], 1, [z_grad, True, True])
+
+
+def main_student(params: Path) -> tuple[int, int, int]:
+    """(blocks, layers_per_block, hidden) of the pipeline's main student (params.yaml
+    ``students.student``)."""
+    import yaml
+    row = yaml.safe_load(params.read_text())["students"]["student"]
+    return row["blocks"], row["layers_per_block"], row["hidden"]
+
+
+def interleaved(variants: dict, rounds: int) -> dict[str, list[float]]:
+    """Seconds per call of each variant: one warm-up call each, then ``rounds`` rounds that
+    call every variant once in turn."""
+    times = {k: [] for k in variants}
+    for fn in variants.values():
+        fn()
+    for _ in range(rounds):
+        for k, fn in variants.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return times
+
+
+def side_by_side(rounds: int, threads: list[int], tmp: Path,
+                 students: dict[str, tuple[int, int, int]]) -> list[dict]:
     """Section 3: one row per student x mode x resolution x threads (see module docstring)."""
     rows = []
-    students = {"default 3x1x6": (3, 1, 6), "paper 3x3x12": (3, 3, 12)}
     for n_threads in threads:
         torch.set_num_threads(n_threads)
         for name, cfg in students.items():
@@ -226,6 +302,8 @@ def side_by_side(rounds: int, threads: list[int], tmp: Path) -> list[dict]:
                             F.binary_cross_entropy_with_logits(m(x)[0], y).backward()
                         variants = {"project": lambda: call(proj),
                                     "straight": lambda: call(straight)}
+                        floor = {"straight": variants["straight"],
+                                 "convs": lambda: replay(backward=True)}
                     else:
                         proj.eval()
                         straight.eval()
@@ -242,30 +320,34 @@ def side_by_side(rounds: int, threads: list[int], tmp: Path) -> list[dict]:
                         variants = {"project": lambda: call(proj),
                                     "straight": lambda: call(straight),
                                     "exported": lambda: call(exported)}
-                    times = {k: [] for k in variants}
-                    for fn in variants.values():  # warm-up
-                        fn()
-                    for _ in range(rounds):
-                        for k, fn in variants.items():
-                            t0 = time.perf_counter()
-                            fn()
-                            times[k].append(time.perf_counter() - t0)
+                        floor = {"straight": variants["straight"],
+                                 "convs": lambda: replay(backward=False)}
+                    times = interleaved(variants, rounds)
+                    # the conv floor in rounds of its own, paired with the straightforward
+                    # network again: its large buffers must not change the heap the project /
+                    # straightforward rounds run on
+                    replay = ConvReplay(straight, x)
+                    ftimes = interleaved(floor, rounds)
+                    del replay
                     med = {k: statistics.median(v) for k, v in times.items()}
+                    fmed = {k: statistics.median(v) for k, v in ftimes.items()}
                     noise = max((np.percentile(v, 75) - np.percentile(v, 25)) / med[k]
                                 for k, v in times.items())
                     frames = x.shape[0] * x.shape[1]
                     rows.append({"student": name, "mode": mode, "res": res,
                                  "threads": n_threads,
                                  **{f"{k} fps": frames / m for k, m in med.items()},
-                                 "ratio": med["straight"] / med["project"], "noise": noise})
+                                 "convs fps": frames / fmed["convs"],
+                                 "ratio": med["straight"] / med["project"],
+                                 "ceiling": fmed["straight"] / fmed["convs"], "noise": noise})
                     print("   " + "  ".join(f"{k}={v:.2f}" if isinstance(v, float) else
                                             f"{k}={v}" for k, v in rows[-1].items()),
                           flush=True)
     return rows
 
 
-def export_formats(rounds: int, threads: list[int], n_frames: int, tmp: Path
-                   ) -> tuple[list[dict], str | None]:
+def export_formats(rounds: int, threads: list[int], n_frames: int, tmp: Path,
+                   students: dict[str, tuple[int, int, int]]) -> tuple[list[dict], str | None]:
     """Section 4: one row per export format x student x torch/onnxruntime threads (module
     docstring). Returns the rows and why ONNX was skipped (None when it ran)."""
     try:
@@ -276,7 +358,6 @@ def export_formats(rounds: int, threads: list[int], n_frames: int, tmp: Path
         skipped = f"{e.name} not installed: skipped"
     passive = os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE"
     rows = []
-    students = {"default 3x1x6": (3, 1, 6), "paper 3x3x12": (3, 3, 12)}
     for name, cfg in students.items():
         torch.manual_seed(0)
         net = StudentNet(*cfg)
@@ -442,6 +523,9 @@ def inputs_and_inference(a: argparse.Namespace) -> None:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--frames", default="data/frames/synthetic.zarr")
+    p.add_argument("--params", default="params.yaml",
+                   help="sections 3 and 4: the default student is this file's "
+                   "students.student")
     p.add_argument("--masks", default="data/teacher/synthetic.zarr")
     p.add_argument("--videos", type=int, default=8, help="videos the clips are drawn from")
     p.add_argument("--clips", type=int, default=40)
@@ -454,18 +538,24 @@ def main(argv=None) -> None:
     p.add_argument("--export-frames", type=int, default=32,
                    help="section 4: frames of the video run through every format")
     a = p.parse_args(argv)
+    cfg = main_student(Path(a.params))
+    students = {"default " + "x".join(map(str, cfg)): cfg, "paper 3x3x12": (3, 3, 12)}
     if 3 in a.sections:
         with tempfile.TemporaryDirectory() as tmp:
             print("\n3. StudentNet vs the same network written the common way (frames/s, "
                   f"median of {a.rounds} interleaved rounds; ratio = project / straightforward "
                   "speed)", flush=True)
-            rows = side_by_side(a.rounds, a.side_threads, Path(tmp))
+            rows = side_by_side(a.rounds, a.side_threads, Path(tmp), students)
         table = pd.DataFrame(rows)
         with pd.option_context("display.width", 200, "display.max_columns", 20):
             print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
         worst = table.loc[table["ratio"].idxmin()]
         print(f"noise: (p75-p25)/median up to {table['noise'].max():.2f} "
               f"(median {table['noise'].median():.2f}) over the rows")
+        top = table.loc[table["ceiling"].idxmin()]
+        print(f"ceiling (straightforward time / its convolutions' time): median "
+              f"{table['ceiling'].median():.2f}, smallest {top['ceiling']:.2f} "
+              f"({top['student']}, {top['mode']}, {top['res']}px, {top['threads']} thread(s))")
         print(f"median ratio {table['ratio'].median():.2f}; smallest ratio project / "
               f"straightforward: {worst['ratio']:.2f} ({worst['student']}, {worst['mode']}, "
               f"{worst['res']}px, {worst['threads']} thread(s))")
@@ -484,7 +574,7 @@ def main(argv=None) -> None:
                       "a machine whose cores are busy elsewhere torch with 2+ threads can run "
                       "10-30x slower; rerun with OMP_WAIT_POLICY=PASSIVE", flush=True)
             rows, skipped = export_formats(a.rounds, a.side_threads, a.export_frames,
-                                           Path(tmp))
+                                           Path(tmp), students)
         table = pd.DataFrame(rows)
         with pd.option_context("display.width", 200, "display.max_columns", 20):
             print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
