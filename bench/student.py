@@ -28,6 +28,9 @@ ratios, not the absolute numbers):
    convolutions with the same kernels: StudentNet goes above it only where it runs *other*
    conv calls that are faster (its split input gradients, its decoder at low resolution).
    The last line prints the median and the smallest project / straightforward ratio.
+   ``--device cuda`` runs the same rows on a GPU in one pass (no thread counts, no
+   TorchScript column) and adds ``project amp`` (bf16 autocast, the ``train.amp`` path) to
+   the training rows; the clock stops after ``torch.cuda.synchronize``.
 
    What StudentNet does differently (``echodfkd/models/convlstm.py``; per-shape figures from
    ``bench/convlstm_kernels.py``): under autograd each ConvLSTM layer is one autograd Function
@@ -80,6 +83,7 @@ Data: ``--frames``/``--masks`` stores when they exist (default: the synthetic so
 pipeline), else a small phantom store (ground-truth masks as targets) built in a temp folder.
 
     python bench/student.py [--videos 8] [--clips 40] [--threads 1] [--sections 1 2 3 4]
+    python bench/student.py --sections 3 --device cuda     # section 3 on a GPU (+ bf16 AMP)
     OMP_WAIT_POLICY=PASSIVE python bench/student.py --sections 4 --rounds 7
 """
 
@@ -237,8 +241,8 @@ class ConvReplay:
 
         def hook(module, inputs, output):
             z = inputs[0]
-            self.calls.append((module, torch.rand(z.shape), z.requires_grad,
-                               torch.rand(output.shape)))
+            self.calls.append((module, torch.rand(z.shape, device=z.device), z.requires_grad,
+                               torch.rand(output.shape, device=z.device)))
         handles = [m.register_forward_hook(hook) for m in net.modules()
                    if isinstance(m, nn.Conv2d)]
         try:
@@ -266,26 +270,35 @@ def main_student(params: Path) -> tuple[int, int, int]:
     return row["blocks"], row["layers_per_block"], row["hidden"]
 
 
-def interleaved(variants: dict, rounds: int) -> dict[str, list[float]]:
+def interleaved(variants: dict, rounds: int, device: torch.device = torch.device("cpu")
+                ) -> dict[str, list[float]]:
     """Seconds per call of each variant: one warm-up call each, then ``rounds`` rounds that
-    call every variant once in turn."""
+    call every variant once in turn (on CUDA the clock stops after a synchronize)."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     times = {k: [] for k in variants}
     for fn in variants.values():
         fn()
+    sync()
     for _ in range(rounds):
         for k, fn in variants.items():
             t0 = time.perf_counter()
             fn()
+            sync()
             times[k].append(time.perf_counter() - t0)
     return times
 
 
 def side_by_side(rounds: int, threads: list[int], tmp: Path,
-                 students: dict[str, tuple[int, int, int]]) -> list[dict]:
-    """Section 3: one row per student x mode x resolution x threads (see module docstring)."""
+                 students: dict[str, tuple[int, int, int]],
+                 device: torch.device = torch.device("cpu")) -> list[dict]:
+    """Section 3: one row per student x mode x resolution x threads (see module docstring).
+    On CUDA one pass (threads do not apply) adds ``project amp`` (bf16 autocast, as
+    ``train.amp``) to the training rows and leaves out the TorchScript export."""
     rows = []
-    for n_threads in threads:
-        torch.set_num_threads(n_threads)
+    cuda = device.type == "cuda"
+    for n_threads in ([0] if cuda else threads):
+        if not cuda:
+            torch.set_num_threads(n_threads)
         for name, cfg in students.items():
             for mode in ("train", "infer"):
                 for res in (112, 56):
@@ -293,41 +306,49 @@ def side_by_side(rounds: int, threads: list[int], tmp: Path,
                     proj = StudentNet(*cfg)
                     straight = StraightStudent(*cfg)
                     straight.load_state_dict(proj.state_dict())
+                    proj, straight = proj.to(device), straight.to(device)
                     if mode == "train":
-                        x = torch.rand(2, 16, 1, res, res)
+                        x = torch.rand(2, 16, 1, res, res, device=device)
                         y = torch.rand_like(x)
 
-                        def call(m, x=x, y=y):
+                        def call(m, x=x, y=y, amp=False):
                             m.zero_grad(set_to_none=True)
-                            F.binary_cross_entropy_with_logits(m(x)[0], y).backward()
+                            with torch.autocast(device.type, torch.bfloat16, enabled=amp):
+                                out = m(x)[0]
+                            F.binary_cross_entropy_with_logits(out.float(), y).backward()
                         variants = {"project": lambda: call(proj),
                                     "straight": lambda: call(straight)}
+                        if cuda:
+                            variants["project amp"] = lambda: call(proj, amp=True)
                         floor = {"straight": variants["straight"],
                                  "convs": lambda: replay(backward=True)}
                     else:
                         proj.eval()
                         straight.eval()
-                        x = torch.rand(1, 32, 1, res, res)
-                        exported = load_exported(export_student(proj, tmp / "s.ts", size=res))
+                        x = torch.rand(1, 32, 1, res, res, device=device)
 
                         def call(m, x=x):
                             with torch.inference_mode():
                                 return m(x)[0]
-                        with torch.inference_mode():
-                            err = max((proj(x)[0] - straight(x)[0]).abs().max().item(),
-                                      (proj(x)[0] - exported(x)[0]).abs().max().item())
-                        assert err < 1e-3, f"outputs differ by {err}"
                         variants = {"project": lambda: call(proj),
-                                    "straight": lambda: call(straight),
-                                    "exported": lambda: call(exported)}
+                                    "straight": lambda: call(straight)}
+                        if not cuda:
+                            exported = load_exported(export_student(proj, tmp / "s.ts",
+                                                                    size=res))
+                            variants["exported"] = lambda: call(exported)
+                        others = [straight] + ([] if cuda else [exported])
+                        with torch.inference_mode():
+                            err = max((call(proj) - call(m)).abs().max().item()
+                                      for m in others)
+                        assert err < 1e-3, f"outputs differ by {err}"
                         floor = {"straight": variants["straight"],
                                  "convs": lambda: replay(backward=False)}
-                    times = interleaved(variants, rounds)
+                    times = interleaved(variants, rounds, device)
                     # the conv floor in rounds of its own, paired with the straightforward
                     # network again: its large buffers must not change the heap the project /
                     # straightforward rounds run on
                     replay = ConvReplay(straight, x)
-                    ftimes = interleaved(floor, rounds)
+                    ftimes = interleaved(floor, rounds, device)
                     del replay
                     med = {k: statistics.median(v) for k, v in times.items()}
                     fmed = {k: statistics.median(v) for k, v in ftimes.items()}
@@ -335,7 +356,7 @@ def side_by_side(rounds: int, threads: list[int], tmp: Path,
                                 for k, v in times.items())
                     frames = x.shape[0] * x.shape[1]
                     rows.append({"student": name, "mode": mode, "res": res,
-                                 "threads": n_threads,
+                                 "threads": "gpu" if cuda else n_threads,
                                  **{f"{k} fps": frames / m for k, m in med.items()},
                                  "convs fps": frames / fmed["convs"],
                                  "ratio": med["straight"] / med["project"],
@@ -523,6 +544,8 @@ def inputs_and_inference(a: argparse.Namespace) -> None:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--frames", default="data/frames/synthetic.zarr")
+    p.add_argument("--device", default="cpu",
+                   help="section 3: cpu, or cuda for the comparison on a GPU")
     p.add_argument("--params", default="params.yaml",
                    help="sections 3 and 4: the default student is this file's "
                    "students.student")
@@ -545,7 +568,8 @@ def main(argv=None) -> None:
             print("\n3. StudentNet vs the same network written the common way (frames/s, "
                   f"median of {a.rounds} interleaved rounds; ratio = project / straightforward "
                   "speed)", flush=True)
-            rows = side_by_side(a.rounds, a.side_threads, Path(tmp), students)
+            rows = side_by_side(a.rounds, a.side_threads, Path(tmp), students,
+                                torch.device(a.device))
         table = pd.DataFrame(rows)
         with pd.option_context("display.width", 200, "display.max_columns", 20):
             print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))

@@ -73,7 +73,8 @@ _SLOW_DGRAD_BELOW = 16
 """Input gradients of the recurrent conv with fewer channels than this (the h gradient of a
 hidden-6/12 layer, the x gradient of a 6/12-channel input) use PyTorch's im2col + GEMM kernel
 (``aten._slow_conv2d_backward``): oneDNN's backward-data kernel is 1.1-2.6x slower on them on
-the 2-core EPYC (``bench/convlstm_kernels.py``). Wider ones use oneDNN."""
+the 2-core EPYC (``bench/convlstm_kernels.py``). Wider ones use oneDNN; on a GPU every one goes
+to ``convolution_backward`` (cuDNN)."""
 
 _JOINT_DGRAD_FROM = 24
 """When ``x`` needs a gradient too and ``[x, h]`` has at least this many channels, both input
@@ -88,7 +89,8 @@ def _dgrad(grad: torch.Tensor, like: torch.Tensor, weight: torch.Tensor, pad: in
     dilation), ``inp`` having the shape of ``like`` (N, C, H, W); ``grad`` (N, O, H, W),
     ``weight`` (O, C, k, k) contiguous. Returns float (N, C, H, W)."""
     k = list(weight.shape[2:])
-    if weight.shape[1] < _SLOW_DGRAD_BELOW and hasattr(torch.ops.aten, "_slow_conv2d_backward"):
+    if weight.shape[1] < _SLOW_DGRAD_BELOW and grad.device.type == "cpu" \
+            and hasattr(torch.ops.aten, "_slow_conv2d_backward"):
         return torch.ops.aten._slow_conv2d_backward.output_mask(
             grad, like, weight, k, [1, 1], [pad, pad], [True, False, False])[0]
     return torch.ops.aten.convolution_backward(
