@@ -94,6 +94,7 @@ import os
 import statistics
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -228,9 +229,9 @@ class StraightStudent(nn.Module):
 
 
 class ConvReplay:
-    """The convolutions a network runs in one call, and nothing else: ``record`` runs the
-    network once with forward hooks on its ``nn.Conv2d`` modules and keeps, for every conv
-    call, a random input of the same shape (and whether that input needed a gradient);
+    """The convolutions a network runs in one call, and nothing else: the constructor runs the
+    network once on ``x`` with forward hooks on its ``nn.Conv2d`` modules and keeps, for every
+    conv call, a random input of the same shape (and whether that input needed a gradient);
     calling the replay runs the same ``conv2d`` calls again, and with ``backward`` each one's
     ``convolution_backward`` (input gradient only where autograd computed one, weight and
     bias always) on a random output gradient. Its time is the floor of any formulation that
@@ -320,8 +321,6 @@ def side_by_side(rounds: int, threads: list[int], tmp: Path,
                                     "straight": lambda: call(straight)}
                         if cuda:
                             variants["project amp"] = lambda: call(proj, amp=True)
-                        floor = {"straight": variants["straight"],
-                                 "convs": lambda: replay(backward=True)}
                     else:
                         proj.eval()
                         straight.eval()
@@ -341,14 +340,14 @@ def side_by_side(rounds: int, threads: list[int], tmp: Path,
                             err = max((call(proj) - call(m)).abs().max().item()
                                       for m in others)
                         assert err < 1e-3, f"outputs differ by {err}"
-                        floor = {"straight": variants["straight"],
-                                 "convs": lambda: replay(backward=False)}
                     times = interleaved(variants, rounds, device)
                     # the conv floor in rounds of its own, paired with the straightforward
                     # network again: its large buffers must not change the heap the project /
                     # straightforward rounds run on
                     replay = ConvReplay(straight, x)
-                    ftimes = interleaved(floor, rounds, device)
+                    ftimes = interleaved({"straight": variants["straight"],
+                                          "convs": partial(replay, backward=mode == "train")},
+                                         rounds, device)
                     del replay
                     med = {k: statistics.median(v) for k, v in times.items()}
                     fmed = {k: statistics.median(v) for k, v in ftimes.items()}
@@ -561,8 +560,9 @@ def main(argv=None) -> None:
     p.add_argument("--export-frames", type=int, default=32,
                    help="section 4: frames of the video run through every format")
     a = p.parse_args(argv)
-    cfg = main_student(Path(a.params))
-    students = {"default " + "x".join(map(str, cfg)): cfg, "paper 3x3x12": (3, 3, 12)}
+    if {3, 4} & set(a.sections):
+        cfg = main_student(Path(a.params))
+        students = {"default " + "x".join(map(str, cfg)): cfg, "paper 3x3x12": (3, 3, 12)}
     if 3 in a.sections:
         with tempfile.TemporaryDirectory() as tmp:
             print("\n3. StudentNet vs the same network written the common way (frames/s, "
