@@ -7,11 +7,11 @@ interleaved rounds; the machine is shared, compare ratios):
 - ``all``: the conv backward autograd runs for ``conv(cat([x, h]))`` (input + weight + bias
   gradients in one oneDNN call) -- what the straightforward formulation pays per step;
 - ``split``: what ``_ConvLSTMSequence.backward`` runs instead (weight + bias gradient with
-  oneDNN, input gradients with :func:`echodfkd.models.convlstm._dgrad`'s kernel choice;
+  oneDNN, input gradients with :func:`echodfkd.student.model._dgrad`'s kernel choice;
   layer 0 needs no gradient for its 1-channel input);
 - ``dh oneDNN`` / ``dh im2col``: the h-gradient alone with each kernel;
 - max-pool 2x2 over the (B*T) frames of the layer's output: ``F.max_pool2d`` vs
-  :func:`echodfkd.models.convlstm.max_pool2x2` (no grad).
+  :func:`echodfkd.student.model.max_pool2x2` (no grad).
 
     python bench/convlstm_kernels.py [--threads 1] [--rounds 5]
 
@@ -26,7 +26,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from echodfkd.models.convlstm import _JOINT_DGRAD_FROM, _dgrad, max_pool2x2
+from echodfkd.student.model import _JOINT_DGRAD_FROM, _dgrad, max_pool2x2
 
 SHAPES = [(1, 6, 112), (6, 12, 56), (12, 24, 28),                     # default 3x1x6
           (1, 12, 112), (12, 12, 112), (12, 24, 56), (24, 24, 56),   # paper 3x3x12

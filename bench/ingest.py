@@ -25,8 +25,8 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from echodfkd.echonet import read_video
-from echodfkd.ingest import ingest_source
+from echodfkd.data.echonet import read_video
+from echodfkd.data.ingest import ingest_source
 
 
 def make_source(root: Path, videos: int, frames: int, seed: int = 0) -> None:

@@ -5,14 +5,14 @@ Builds two phantom sets in EchoNet layout ("real" style: traced, so that evaluat
 1x and 8x the videos, and runs, each stage in a fresh child process (peak RSS = the child's
 ``ru_maxrss`` from ``os.wait4``; wall time of the child):
 
-    ingest         echodfkd.ingest.ingest_source (AVI -> frame store)
+    ingest         echodfkd.data.ingest.ingest_source (AVI -> frame store)
     teacher_infer  echodfkd.teacher.infer.infer_teacher with the repo's models/teacher
                    (falls back to the ground-truth masks as a stand-in if that fails; said so)
     train_stream   train_student for 2 epochs x --steps steps, streamed from Zarr
                    (stream_above_mb 0, chunk cache --cache-mb, --workers reader threads)
     train_ram      the same, loaded into RAM (stream_above_mb huge)
-    infer          echodfkd.student_infer.infer_store over the TEST split
-    evaluate       echodfkd.evaluate.evaluate_source on TEST
+    infer          echodfkd.student.infer.infer_store over the TEST split
+    evaluate       echodfkd.evaluation.evaluate.evaluate_source on TEST
 
 Training speed is the second epoch's time (steps + validation, data already open), so the
 one-off RAM load is not counted against the RAM path. The last two lines are the headline
@@ -49,7 +49,7 @@ def _child(stage: str, spec: dict) -> dict:
     d = Path(spec["dir"])
     frames, teacher = str(d / "frames.zarr"), str(d / "teacher.zarr")
     if stage == "phantom":
-        from echodfkd.phantom import generate_set
+        from echodfkd.data.phantom import generate_set
 
         n = spec["videos"]
         generate_set(d / "raw", style="real", seed=3, n_train=n - n // 3,
@@ -57,7 +57,7 @@ def _child(stage: str, spec: dict) -> dict:
                      progress=False)
         return {}
     if stage == "ingest":
-        from echodfkd.ingest import ingest_source
+        from echodfkd.data.ingest import ingest_source
 
         ingest_source(d / "raw", frames, workers=2, progress=False)
         return {}
@@ -70,7 +70,7 @@ def _child(stage: str, spec: dict) -> dict:
                           batch_size=64, amp=False, progress=False)
             return {"note": "models/teacher"}
         except Exception as exc:  # the teacher package is being reworked: a stand-in
-            from echodfkd.store import init_mask_store, open_frames
+            from echodfkd.data.store import init_mask_store, open_frames
 
             fs = open_frames(frames)
             g = init_mask_store(teacher, fs, model="ground truth stand-in")
@@ -79,8 +79,8 @@ def _child(stage: str, spec: dict) -> dict:
             g.attrs["complete"] = True
             return {"note": f"stand-in (ground truth): {type(exc).__name__}: {exc}"[:120]}
     if stage.startswith("train"):
-        from echodfkd.train import (LoaderConfig, Source, TrainConfig, save_student,
-                                    train_student)
+        from echodfkd.student.files import save_student
+        from echodfkd.student.train import LoaderConfig, Source, TrainConfig, train_student
 
         stream = stage == "train_stream"
         loader = LoaderConfig(stream_above_mb=0 if stream else 1e9, cache_mb=spec["cache_mb"],
@@ -96,14 +96,14 @@ def _child(stage: str, spec: dict) -> dict:
         return {"epoch2_s": ends[2] - ends[1], "path": res.meta["data_path"],
                 "cache": res.meta.get("chunk_cache")}
     if stage == "infer":
-        from echodfkd.student_infer import infer_store
+        from echodfkd.student.infer import infer_store
 
         infer_store(d / "train_stream.pt", frames, d / "student.zarr", device="cpu",
                     splits=["TEST"], progress=False)
         return {}
     if stage == "evaluate":
-        from echodfkd.evaluate import evaluate_source
-        from echodfkd.store import open_frames, open_masks
+        from echodfkd.evaluation.evaluate import evaluate_source
+        from echodfkd.data.store import open_frames, open_masks
 
         fs = open_frames(frames)
         _, summary = evaluate_source(fs, open_masks(d / "student.zarr", fs),

@@ -4,12 +4,12 @@ One run, all figures measured side by side (the machine may be shared and noisy:
 ratios, not the absolute numbers):
 
 1. Training clips/s (``sequence_length`` frames + soft masks, as float tensors) from
-   (a) RAM after one load from Zarr (what ``echodfkd.train`` does; the load time is printed),
+   (a) RAM after one load from Zarr (what ``echodfkd.student.train`` does; the load time is printed),
    (b) the Zarr stores read clip by clip, (c) MJPG AVI files decoded for every clip plus the
    teacher's ``.seg.npz`` masks (what a loader over EchoNet-style files does), and for scale
    the student's training step (forward + backward) in clips/s.
 2. Inference frames/s at 112x112 of the default student (whole video, state carried) and of a
-   teacher ``UNet`` (``echodfkd.models.unet``, width 16, depth 3) on the same frames, with
+   teacher ``UNet`` (``echodfkd.teacher.unet``, width 16, depth 3) on the same frames, with
    weights and FLOPs per frame.
 
 3. ``StudentNet`` against the same network written the common way (``StraightStudent``
@@ -19,7 +19,7 @@ ratios, not the absolute numbers):
    layers x hidden 2 at the time of writing) and the paper's (3 x 3 x 12): training (forward
    + backward of BCE, batch 2 x 16 frames) and inference (no grad, 1 video x 32 frames, state
    from zero), at 112 and 56 pixels, with 1 and 2 torch threads. Inference rows add the
-   TorchScript export (``echodfkd.export``) run on the same frames. Variants are interleaved
+   TorchScript export (``echodfkd.student.export``) run on the same frames. Variants are interleaved
    round by round and each figure is the median over ``--rounds`` rounds; "noise" is the
    largest (p75 - p25) / median over the variants of a row. ``convs`` replays only the
    convolutions the straightforward network runs (:class:`ConvReplay`: the same conv calls on
@@ -32,7 +32,7 @@ ratios, not the absolute numbers):
    TorchScript column) and adds ``project amp`` (bf16 autocast, the ``train.amp`` path) to
    the training rows; the clock stops after ``torch.cuda.synchronize``.
 
-   What StudentNet does differently (``echodfkd/models/convlstm.py``; per-shape figures from
+   What StudentNet does differently (``echodfkd/student/model.py``; per-shape figures from
    ``bench/convlstm_kernels.py``): under autograd each ConvLSTM layer is one autograd Function
    over the whole sequence (hand-written backward through time: fused sigmoid/tanh backward
    kernels into one gate-gradient buffer, the weight gradient and the input gradients as
@@ -66,7 +66,7 @@ ratios, not the absolute numbers):
    so even with the same gain in the backward that is an estimated 5-10% of a training step,
    far from what the target needs; not adopted.
 
-4. Export formats (``echodfkd.export``): the default and the paper student at 112x112, one
+4. Export formats (``echodfkd.student.export``): the default and the paper student at 112x112, one
    video of ``--export-frames`` frames, state carried: eager ``StudentNet`` (inference_mode,
    one call), the TorchScript step and the ONNX step in onnxruntime (CPUExecutionProvider,
    intra-op threads = torch threads), with 1 and 2 threads; frames/s (median over ``--rounds``
@@ -77,7 +77,7 @@ ratios, not the absolute numbers):
    ``OMP_WAIT_POLICY=PASSIVE`` (onnxruntime's spinning is then turned off too): torch's
    busy-waiting OpenMP threads otherwise make its 2-thread rows 10-30x slower. The last line
    prints the median and smallest onnxruntime / TorchScript ratio; the figures and the choice
-   are in ``echodfkd/export.py``'s docstring.
+   are in ``echodfkd/student/export.py``'s docstring.
 
 Data: ``--frames``/``--masks`` stores when they exist (default: the synthetic source of the
 pipeline), else a small phantom store (ground-truth masks as targets) built in a temp folder.
@@ -105,18 +105,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from echodfkd.cost import count_weights, flops_per_frame, frames_per_second
-from echodfkd.export import (export_student, export_student_onnx, load_exported,
+from echodfkd.student.export import (export_student, export_student_onnx, load_exported,
                              load_exported_onnx)
-from echodfkd.models.convlstm import StudentNet
-from echodfkd.store import (INDEX_COLUMNS, TRACED_COLUMNS, finish_frame_store, init_frame_store,
+from echodfkd.student.model import StudentNet
+from echodfkd.data.store import (INDEX_COLUMNS, TRACED_COLUMNS, finish_frame_store, init_frame_store,
                             init_mask_store, open_frames, open_masks)
-from echodfkd.student_infer import predict_video
-from echodfkd.train import TrainConfig
+from echodfkd.student.infer import predict_video
+from echodfkd.student.train import TrainConfig
 
 
 def phantom_stores(folder: Path, n_videos: int, n_frames: int = 64) -> tuple[Path, Path]:
     """A synthetic-style phantom frame store and a mask store of its ground truth * 255."""
-    from echodfkd.phantom import make_video
+    from echodfkd.data.phantom import make_video
 
     vids = [make_video("synthetic", 0, "TRAIN", i, n_frames, i) for i in range(n_videos)]
     stop = np.arange(1, n_videos + 1) * n_frames
@@ -517,9 +517,9 @@ def inputs_and_inference(a: argparse.Namespace) -> None:
         lines = [("student " + " ".join(f"{k}={v}" for k, v in cfg.model_config().items()),
                   count_weights(student), flops_per_frame(student, "video"), s_fps)]
         try:
-            from echodfkd.models.unet import UNet
+            from echodfkd.teacher.unet import UNet
         except ImportError:
-            print("\n   echodfkd.models.unet.UNet not available: teacher timing skipped")
+            print("\n   echodfkd.teacher.unet.UNet not available: teacher timing skipped")
         else:
             unet = UNet(width=16, depth=3).eval()
             xt = torch.from_numpy(video).float().div(255)[:, None]

@@ -30,8 +30,8 @@ import torch
 
 
 def build(root: Path, n_frames: int, block: int):
-    from echodfkd.models.unet import UNet
-    from echodfkd.store import finish_frame_store, init_frame_store, open_frames
+    from echodfkd.teacher.unet import UNet
+    from echodfkd.data.store import finish_frame_store, init_frame_store, open_frames
     from echodfkd.teacher.checkpoint import save_teacher
 
     per = 64

@@ -1,4 +1,4 @@
-"""Dice overlap of binary masks: shared by evaluation (:mod:`echodfkd.metrics`) and the
+"""Dice overlap of binary masks: shared by evaluation (:mod:`echodfkd.evaluation.metrics`) and the
 teacher's fitting (:mod:`echodfkd.teacher.fit`), kept apart so that a change to the evaluation
 metrics does not refit the teacher. Masks: bool or 0/1 arrays, axis order (..., H, W)."""
 

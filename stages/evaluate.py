@@ -2,7 +2,7 @@
 agreement, annotation-free scores, the teacher's own scores, plots and its Pareto record.
 
 Writes into --out (replaced as a whole): metrics.json, per_video.csv, area_curves.csv,
-point.json, plots/area_curves.png, plots/overlays.png (echodfkd.evaluate.write_report).
+point.json, plots/area_curves.png, plots/overlays.png (echodfkd.evaluation.evaluate.write_report).
 Teacher masks are read only for sources the teacher labels (their teacher mask store holds
 masks, see store.teacher_covers); other sources are evaluation-only (human-referenced scores
 only; the log says what is left out and why).
@@ -12,10 +12,10 @@ import argparse
 import logging
 from pathlib import Path
 
-from echodfkd import evaluate as E
-from echodfkd import pareto
+from echodfkd.evaluation import evaluate as E
+from echodfkd.evaluation import pareto
 from echodfkd.cli import run
-from echodfkd.store import open_frames, teacher_covers
+from echodfkd.data.store import open_frames, teacher_covers
 
 log = logging.getLogger("evaluate")
 

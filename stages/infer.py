@@ -14,7 +14,7 @@ import argparse
 import torch
 
 from echodfkd.cli import run, words
-from echodfkd.student_infer import infer_store
+from echodfkd.student.infer import infer_store
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,8 +15,8 @@ from __future__ import annotations
 import argparse
 
 from echodfkd.cli import run
-from echodfkd.echonet import TRACING_POLICIES
-from echodfkd.ingest import ingest_source
+from echodfkd.data.echonet import TRACING_POLICIES
+from echodfkd.data.ingest import ingest_source
 
 
 def main(argv: list[str] | None = None) -> None:

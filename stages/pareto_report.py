@@ -11,10 +11,11 @@ import argparse
 import json
 import logging
 
-from echodfkd import pareto, plots
+from echodfkd.evaluation import pareto
+from echodfkd.evaluation import plots
 from echodfkd.cli import run
 from echodfkd.errors import InputError
-from echodfkd.store import write_text_atomic
+from echodfkd.data.store import write_text_atomic
 
 log = logging.getLogger("pareto_report")
 

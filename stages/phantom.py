@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from echodfkd.cli import run
-from echodfkd.phantom import STYLES, generate_set, render_preview
+from echodfkd.data.phantom import STYLES, generate_set, render_preview
 
 
 def main(argv: list[str] | None = None) -> None:

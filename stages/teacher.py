@@ -17,7 +17,7 @@ import json
 import shutil
 
 from echodfkd.cli import run, words
-from echodfkd.store import commit, open_frames, partial_path
+from echodfkd.data.store import commit, open_frames, partial_path
 from echodfkd.teacher.build import make_teacher_dir
 from echodfkd.teacher.members import (load_members, parse_member_specs, parse_member_text,
                                       teacher_cost)

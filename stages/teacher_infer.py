@@ -19,7 +19,7 @@ import argparse
 
 from echodfkd.cli import boolean, run
 from echodfkd.runtime import teacher_batch
-from echodfkd.store import open_frames, write_uncovered_masks
+from echodfkd.data.store import open_frames, write_uncovered_masks
 from echodfkd.teacher.infer import infer_teacher
 from echodfkd.teacher.members import load_members
 

@@ -1,4 +1,4 @@
-"""Stage: train a ConvLSTM student on cached teacher masks (see echodfkd/train.py).
+"""Stage: train a ConvLSTM student on cached teacher masks (see echodfkd/student/train.py).
 
     python stages/train.py --name student --sources "synthetic:TRAIN@3 real:TRAIN@1" \
         --val synthetic:VAL --frames-dir data/frames --masks-dir data/teacher \
@@ -7,7 +7,7 @@
         --live dvclive/student ...   (every option is required; values come from params.yaml)
 
 Writes ``<out>/student.pt`` (weights, config, meta), ``<out>/student.onnx`` (ONNX export of one
-time step, state in and out: echodfkd/export.py; chosen over TorchScript by measurement), ``<out>/train.json`` (best-epoch metrics,
+time step, state in and out: echodfkd/student/export.py; chosen over TorchScript by measurement), ``<out>/train.json`` (best-epoch metrics,
 flat, for ``dvc metrics``) and ``<out>/cost.json`` (weights, flops, blocks, layers_per_block,
 hidden); curves go to ``--live`` (empty: none). The per-epoch ``--checkpoint`` (outside
 ``<out>``, so that DVC does not delete it before a rerun) lets an interrupted run resume.
@@ -22,11 +22,12 @@ from pathlib import Path
 import torch
 
 from echodfkd.cli import boolean, run
-from echodfkd.clips import parse_sources
+from echodfkd.student.clips import parse_sources
 from echodfkd.cost import count_weights, flops_per_frame
-from echodfkd.export import ONNX_NAME, export_student_onnx
-from echodfkd.store import teacher_covers, write_text_atomic
-from echodfkd.train import LoaderConfig, TrainConfig, save_student, train_student
+from echodfkd.student.export import ONNX_NAME, export_student_onnx
+from echodfkd.data.store import teacher_covers, write_text_atomic
+from echodfkd.student.files import save_student
+from echodfkd.student.train import LoaderConfig, TrainConfig, train_student
 
 
 def _opt_float(text: str) -> float | None:

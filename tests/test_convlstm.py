@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from echodfkd.models.convlstm import ConvLSTMCell, StudentNet
+from echodfkd.student.model import ConvLSTMCell, StudentNet
 
 
 @pytest.fixture(autouse=True)
@@ -109,7 +109,7 @@ def test_state_matters():
 
 
 def test_upsample_conv_equals_upsample_then_conv():
-    from echodfkd.models.convlstm import upsample_conv
+    from echodfkd.student.model import upsample_conv
     torch.manual_seed(4)
     x = torch.rand(2, 3, 5, 4)
     w, b = torch.randn(2, 3, 3, 3), torch.randn(2)
@@ -183,7 +183,7 @@ def _close(a, b, tol=2e-5):
 
 
 def test_layer_function_gradcheck_float64():
-    from echodfkd.models.convlstm import _ConvLSTMSequence
+    from echodfkd.student.model import _ConvLSTMSequence
     torch.manual_seed(6)
     # 2 steps, batch 2, in_ch 2, hidden 2, 4x4 frames, kernel 3; every input requires grad
     x = torch.randn(2, 2, 2, 4, 4, dtype=torch.float64, requires_grad=True)
@@ -199,7 +199,7 @@ def test_layer_function_gradcheck_wide_float64():
     """[x, h] with >= 24 channels: the joint input-gradient branch (one call over [x, h]). The
     weight is held fixed here (18k entries make gradcheck slow); its gradient in this branch
     is compared with autograd in test_fused_backward_paper_width_float32."""
-    from echodfkd.models.convlstm import _ConvLSTMSequence
+    from echodfkd.student.model import _ConvLSTMSequence
     torch.manual_seed(7)
     x = torch.randn(2, 1, 16, 3, 3, dtype=torch.float64, requires_grad=True)
     w = torch.randn(64, 32, 3, 3, dtype=torch.float64) * 0.1
@@ -294,7 +294,7 @@ def test_double_backward_needs_the_plain_path():
 
 @pytest.mark.parametrize("in_ch", [6, 24])                # im2col kernel / oneDNN kernel
 def test_dgrad_kernels_equal_conv2d_input(in_ch):
-    from echodfkd.models.convlstm import _dgrad
+    from echodfkd.student.model import _dgrad
     torch.manual_seed(13)
     w = torch.randn(8, in_ch, 3, 3)
     g = torch.randn(2, 8, 7, 5)
@@ -312,7 +312,7 @@ def test_flops_identical_on_both_paths():
 
 
 def test_max_pool2x2_equals_max_pool2d():
-    from echodfkd.models.convlstm import max_pool2x2
+    from echodfkd.student.model import max_pool2x2
     x = torch.tensor([[[[1., 5., 0., -1.],
                         [3., 2., -2., -3.]]]])
     assert torch.equal(max_pool2x2(x), torch.tensor([[[[5., 0.]]]]))   # by hand

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from echodfkd.cost import count_weights, flops_per_frame, frames_per_second
-from echodfkd.models.convlstm import StudentNet
+from echodfkd.student.model import StudentNet
 
 
 @pytest.fixture(autouse=True)

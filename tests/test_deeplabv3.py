@@ -6,7 +6,7 @@ from collections import OrderedDict
 import pytest
 import torch
 
-from echodfkd.models.deeplabv3 import DeepLabV3ResNet50, deeplabv3_resnet50
+from echodfkd.teacher.deeplabv3 import DeepLabV3ResNet50, deeplabv3_resnet50
 
 
 def bn(prefix, c):

@@ -96,10 +96,10 @@ def test_every_stage_lists_every_module_it_imports(dvc):
 def test_the_check_fails_when_a_dep_is_removed(dvc):
     broken = copy.deepcopy(dvc)
     deps = broken["stages"]["infer"]["deps"]
-    deps.remove("echodfkd/store.py")
-    assert ("infer", "echodfkd/store.py") in undeclared(broken)
+    deps.remove("echodfkd/data/store.py")
+    assert ("infer", "echodfkd/data/store.py") in undeclared(broken)
     # store.py is imported by the stage only through other modules: the walk is transitive
-    assert "echodfkd/store.py" not in (ROOT / "stages/infer.py").read_text()
+    assert "echodfkd/data/store.py" not in (ROOT / "stages/infer.py").read_text()
 
 
 def test_the_walk_follows_packages_and_function_level_imports():
@@ -107,7 +107,7 @@ def test_the_walk_follows_packages_and_function_level_imports():
     assert {"echodfkd/teacher/__init__.py", "echodfkd/teacher/build.py",
             "echodfkd/teacher/fit.py", "echodfkd/overlap.py"} <= mods
     # the evaluation metrics are not part of the teacher: editing them does not refit it
-    assert "echodfkd/metrics.py" not in mods
+    assert "echodfkd/evaluation/metrics.py" not in mods
     # inference never imports the fitting code
     assert "echodfkd/teacher/fit.py" not in imported_modules(ROOT / "stages/teacher_infer.py")
 
@@ -158,10 +158,11 @@ def defaults_of(obj) -> dict:
 
 def test_library_defaults_agree_with_params(params):
     """Library defaults that remain (for library users and tests) are the pipeline's values."""
-    from echodfkd import store, student_infer
-    from echodfkd.models.convlstm import StudentNet
+    from echodfkd.data import store
+    from echodfkd.student import infer as student_infer
+    from echodfkd.student.model import StudentNet
     from echodfkd.teacher import fit, infer
-    from echodfkd.train import TrainConfig
+    from echodfkd.student.train import TrainConfig
 
     main = params["students"]["student"]
     tr = params["train"]
@@ -175,7 +176,7 @@ def test_library_defaults_agree_with_params(params):
     assert cfg.batch_size == tr["batch"]
     assert cfg.steps_per_epoch == (tr["steps_per_epoch"] or None)
     assert cfg.seed == params["seed"]
-    from echodfkd.train import LoaderConfig
+    from echodfkd.student.train import LoaderConfig
     loader = LoaderConfig()
     assert (loader.cache_mb, loader.workers, loader.stream_above_mb, loader.amp) == (
         tr["cache_mb"], tr["loader_workers"], tr["stream_above_mb"], tr["amp"])

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from echodfkd.echonet import (
+from echodfkd.data.echonet import (
     VideoError, chords_polygon_mask, decode_video, fill_polygon, read_filelist, read_tracings,
     read_video, safe_video_path, skips_frame, split_tracing, tracing_masks, tracing_polygon_mask,
 )

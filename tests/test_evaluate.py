@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from echodfkd import evaluate as E
-from echodfkd import metrics as M
-from echodfkd import store
+from echodfkd.evaluation import evaluate as E
+from echodfkd.evaluation import metrics as M
+from echodfkd.data import store
 from echodfkd.errors import InputError
-from echodfkd.store import open_frames, write_uncovered_masks
+from echodfkd.data.store import open_frames, write_uncovered_masks
 
 ROOT = Path(__file__).resolve().parents[1]
 T = 32

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from echodfkd.errors import InputError
-from echodfkd.export import EXPORT_NAME, export_student, load_exported, state_shapes
-from echodfkd.models.convlstm import StudentNet
+from echodfkd.student.export import EXPORT_NAME, export_student, load_exported, state_shapes
+from echodfkd.student.model import StudentNet
 
 
 @pytest.fixture(autouse=True)
@@ -51,13 +51,13 @@ def test_state_shapes_hand_checked():
     assert state_shapes(cfg, 1, 8, 12) == [(1, 3, 8, 12)] * 4 + [(1, 6, 4, 6)] * 4
 
 
-# --- ONNX (echodfkd.export.export_student_onnx): skipped where onnx/onnxruntime are absent ---
+# --- ONNX (echodfkd.student.export.export_student_onnx): skipped where onnx/onnxruntime are absent ---
 
 def _onnx():
     pytest.importorskip("onnx", reason="onnx not installed: the ONNX export is optional")
     pytest.importorskip("onnxruntime", reason="onnxruntime not installed: the ONNX student "
                                               "cannot be run")
-    from echodfkd import export
+    from echodfkd.student import export
     return export
 
 
@@ -99,7 +99,7 @@ def test_onnx_serves_other_batches_and_frame_sizes(tmp_path):
 
 
 def test_onnx_names_hand_checked():
-    from echodfkd.export import onnx_names
+    from echodfkd.student.export import onnx_names
     assert onnx_names(StudentNet(2, 1, 3).config()) == (
         ["frame", "h_0", "c_0", "h_1", "c_1"], ["logits", "h_0_out", "c_0_out", "h_1_out",
                                                 "c_1_out"])

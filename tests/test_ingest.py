@@ -10,12 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import echodfkd.ingest as ingest_module
+import echodfkd.data.ingest as ingest_module
 from echodfkd.cli import run
-from echodfkd.echonet import read_tracings, read_video, tracing_masks
+from echodfkd.data.echonet import read_tracings, read_video, tracing_masks
 from echodfkd.errors import InputError
-from echodfkd.ingest import IngestError, ingest_source
-from echodfkd.store import open_frames, partial_path
+from echodfkd.data.ingest import IngestError, ingest_source
+from echodfkd.data.store import open_frames, partial_path
 from videos import rectangle, smooth_frames, tracing, write_avi
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from echodfkd import metrics as M
+from echodfkd.evaluation import metrics as M
 
 
 # ---------------------------------------------------------------- binarize / dice / area

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from echodfkd import pareto
+from echodfkd.evaluation import pareto
 from echodfkd.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]

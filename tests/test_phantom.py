@@ -1,4 +1,4 @@
-"""Tests for the echo phantom (echodfkd/phantom.py) and its stage script."""
+"""Tests for the echo phantom (echodfkd/data/phantom.py) and its stage script."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from echodfkd import phantom as P
-from echodfkd.echonet import read_video
+from echodfkd.data import phantom as P
+from echodfkd.data.echonet import read_video
 
 ROOT = Path(__file__).resolve().parents[1]
 N_FRAMES = 24

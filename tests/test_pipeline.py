@@ -159,8 +159,8 @@ def test_exp_run_composite_batches_and_ef_condition(clone: Path):
     params = yaml.safe_load((clone / "params.yaml").read_text())
     assert params["train"]["sources"] == "synthetic:TRAIN@3 real:TRAIN@1"
     # both sources took part, each filtered to 10 <= EF <= 60
-    import zarr  # noqa: F401  (the stores are read through echodfkd.store)
-    from echodfkd.store import open_frames
+    import zarr  # noqa: F401  (the stores are read through echodfkd.data.store)
+    from echodfkd.data.store import open_frames
     expected = 0
     for src in ("synthetic", "real"):
         idx = open_frames(clone / f"data/frames/{src}.zarr").index
@@ -173,7 +173,7 @@ def test_exp_run_composite_batches_and_ef_condition(clone: Path):
 def echonet_clone(tmp_path_factory) -> Path:
     """Two EchoNet-like folders outside the repo: A (unlabelled, with teacher outputs only)
     and B (human tracings, no teacher outputs: evaluation only)."""
-    from echodfkd.phantom import generate_set
+    from echodfkd.data.phantom import generate_set
 
     data = tmp_path_factory.mktemp("echonet")
     generate_set(data / "A", style="synthetic", seed=3, n_train=8, n_val=3, n_test=2,

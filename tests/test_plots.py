@@ -1,8 +1,8 @@
 import numpy as np
 import pandas as pd
 
-from echodfkd import plots
-from echodfkd.evaluate import AreaPanel, OverlayPanel
+from echodfkd.evaluation import plots
+from echodfkd.evaluation.evaluate import AreaPanel, OverlayPanel
 
 PNG = b"\x89PNG"
 

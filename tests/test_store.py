@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import zarr
 
-from echodfkd import store
+from echodfkd.data import store
 
 
 def _index(lengths: list[int]) -> pd.DataFrame:

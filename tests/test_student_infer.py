@@ -6,11 +6,11 @@ import pandas as pd
 import pytest
 import torch
 
-import echodfkd.student_infer as si
-from echodfkd.models.convlstm import StudentNet
-from echodfkd.store import (INDEX_COLUMNS, TRACED_COLUMNS, finish_frame_store, init_frame_store,
+import echodfkd.student.infer as si
+from echodfkd.student.model import StudentNet
+from echodfkd.data.store import (INDEX_COLUMNS, TRACED_COLUMNS, finish_frame_store, init_frame_store,
                             open_frames, open_masks, partial_path)
-from echodfkd.train import save_student
+from echodfkd.student.files import save_student
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -15,7 +15,7 @@ from torch import nn
 
 from echodfkd.teacher import archs, build, checkpoint, fusion, infer, model, outputs
 from echodfkd.teacher import members as mem
-from echodfkd.store import (finish_frame_store, init_frame_store, open_frames, open_masks,
+from echodfkd.data.store import (finish_frame_store, init_frame_store, open_frames, open_masks,
                             partial_path)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,7 +119,7 @@ def test_echonet_normalise():
 
 
 def test_echonet_checkpoint_roundtrip(tmp_path, monkeypatch):
-    from echodfkd.models.deeplabv3 import deeplabv3_resnet50
+    from echodfkd.teacher.deeplabv3 import deeplabv3_resnet50
     torch.manual_seed(0)
     ref = deeplabv3_resnet50().eval()
     with torch.no_grad():  # non-trivial BN statistics, so eval-mode outputs depend on them
@@ -492,7 +492,7 @@ def test_parse_member_text_bad_weight():
 
 def test_teacher_cost_sums_model_members(tmp_path):
     from echodfkd.cost import count_weights
-    from echodfkd.models.unet import UNet
+    from echodfkd.teacher.unet import UNet
 
     model = UNet(width=4, depth=2)
     for i in range(2):

@@ -1,4 +1,4 @@
-"""Tests for the light U-Net (echodfkd/models/unet.py) and fit_teacher."""
+"""Tests for the light U-Net (echodfkd/teacher/unet.py) and fit_teacher."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from echodfkd.cost import count_weights
-from echodfkd.models.unet import UNet
+from echodfkd.teacher.unet import UNet
 from echodfkd.teacher.fit import dice_scores, fit_teacher, predict_proba
 
 

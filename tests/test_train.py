@@ -10,11 +10,12 @@ import pandas as pd
 import pytest
 import torch
 
-from echodfkd.store import (INDEX_COLUMNS, TRACED_COLUMNS, finish_frame_store, init_frame_store,
+from echodfkd.data.store import (INDEX_COLUMNS, TRACED_COLUMNS, finish_frame_store, init_frame_store,
                             init_mask_store, open_frames)
-from echodfkd.train import (ClipSet, Source, TrainConfig, fixed_clips, load_student,
-                            load_videos, make_batch, prepare_short_videos, read_student,
-                            sample_clips, save_student, select_videos, train_student)
+from echodfkd.student.files import load_student, read_student, save_student
+from echodfkd.student.train import (ClipSet, Source, TrainConfig, fixed_clips, load_videos,
+                                    make_batch, prepare_short_videos, sample_clips,
+                                    select_videos, train_student)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -300,7 +301,7 @@ def test_stage_cli_errors(tmp_path, capsys):
     with pytest.raises(SystemExit):          # every value argument is required
         stage.main(stage_args(data, out)[:-2])
     assert "--amp" in capsys.readouterr().err
-    from echodfkd.store import open_frames, write_uncovered_masks
+    from echodfkd.data.store import open_frames, write_uncovered_masks
     # an evaluation-only source: its teacher mask store records that it holds no masks
     write_uncovered_masks(data / "teacher" / "real.zarr",
                           open_frames(data / "frames" / "extra.zarr"), "evaluation only")
@@ -318,7 +319,7 @@ def test_stage_cli_errors(tmp_path, capsys):
 
 
 def test_augment_clips_keeps_shape_range_and_black():
-    from echodfkd.train import augment_clips
+    from echodfkd.student.train import augment_clips
 
     x = torch.rand(3, 4, 1, 8, 8)
     x[:, :, :, :2] = 0.0                      # black outside the fan must stay black
@@ -333,10 +334,10 @@ def test_augment_clips_keeps_shape_range_and_black():
 
 # --- streaming from Zarr (issue 10), composite batches (issue 9), resume identity (issue 11) ---
 
-from echodfkd.clips import (ChunkCache, StreamingClips, parse_sources,  # noqa: E402
+from echodfkd.student.clips import (ChunkCache, StreamingClips, parse_sources,  # noqa: E402
                             plan_videos)
 from echodfkd.errors import InputError  # noqa: E402
-from echodfkd.train import LoaderConfig  # noqa: E402
+from echodfkd.student.train import LoaderConfig  # noqa: E402
 
 
 def test_streaming_reads_equal_ram_reads(stores):
@@ -467,7 +468,7 @@ def test_pickled_student_file_names_the_file(tmp_path):
 
 # --- recipe options (issue 12 item 5): loss, lr schedule, burn-in, augmentation strength ---
 
-from echodfkd.train import (augment_ranges, config_hash, draw_augment,  # noqa: E402
+from echodfkd.student.train import (augment_ranges, config_hash, draw_augment,  # noqa: E402
                             forward_burn_in, lr_factor, soft_dice_loss, training_loss)
 
 
@@ -506,7 +507,7 @@ def test_lr_factor():
 
 
 def test_forward_burn_in_equals_tail_of_one_pass():
-    from echodfkd.models.convlstm import StudentNet
+    from echodfkd.student.model import StudentNet
 
     torch.manual_seed(0)
     model = StudentNet(2, 1, 2).eval()       # eval: BatchNorm per frame, so chunks are exact
@@ -530,7 +531,7 @@ def test_augment_strength_ranges():
     np.testing.assert_allclose(b.sigma, 2 * a.sigma, rtol=1e-6)
     np.testing.assert_allclose(b.gain - 1, ((a.gain - 1) * 2), rtol=1e-5, atol=1e-6)
     x = torch.rand(shape)
-    from echodfkd.train import apply_augment
+    from echodfkd.student.train import apply_augment
     torch.testing.assert_close(apply_augment(x, draw_augment(np.random.default_rng(1), shape,
                                                              0.0)), x)
 
@@ -568,7 +569,7 @@ def test_recipe_options_train_deterministically(stores, tmp_path):
 
 
 def test_ema_update_by_hand():
-    from echodfkd.train import ema_update
+    from echodfkd.student.train import ema_update
 
     a, b = torch.nn.BatchNorm1d(1), torch.nn.BatchNorm1d(1)
     with torch.no_grad():
@@ -599,7 +600,7 @@ def test_ema_training_resumes_identically(stores, tmp_path):
 
 
 def test_sharpen_augmentation_by_hand():
-    from echodfkd.train import Augment, apply_augment
+    from echodfkd.student.train import Augment, apply_augment
 
     x = torch.full((1, 1, 1, 5, 5), 0.5)
     x[0, 0, 0, 2, 2] = 0.6          # one brighter pixel; its 3x3 mean is 0.5 + 0.1/9

@@ -38,12 +38,12 @@ def unit_scale(frames: torch.Tensor) -> torch.Tensor:
 
 
 def _build_unet(**config: Any) -> nn.Module:
-    from echodfkd.models.unet import UNet  # written alongside; imported on use
+    from echodfkd.teacher.unet import UNet  # written alongside; imported on use
     return UNet(**config)
 
 
 def _build_deeplab(**config: Any) -> nn.Module:
-    from echodfkd.models.deeplabv3 import DeepLabV3ResNet50
+    from echodfkd.teacher.deeplabv3 import DeepLabV3ResNet50
     return DeepLabV3ResNet50(**config)
 
 

@@ -17,7 +17,7 @@ import pandas as pd
 
 from echodfkd.errors import InputError
 from echodfkd.runtime import resolve_device
-from echodfkd.store import FRAME_SIZE, FrameStore
+from echodfkd.data.store import FRAME_SIZE, FrameStore
 from echodfkd.teacher.members import KINDS, TEACHER_SET_FORMAT, BuildContext, parse_member_specs
 
 

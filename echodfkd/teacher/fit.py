@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from echodfkd.overlap import dice_per_frame
-from echodfkd.models.unet import UNet
+from echodfkd.teacher.unet import UNet
 
 
 def _check_pair(images: np.ndarray, masks: np.ndarray, what: str) -> None:

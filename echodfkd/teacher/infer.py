@@ -1,6 +1,6 @@
 """Teacher inference into a mask store, in shard-aligned blocks run as dask tasks.
 
-:func:`infer_teacher` writes the fused masks into a mask store (``echodfkd/store.py``) aligned
+:func:`infer_teacher` writes the fused masks into a mask store (``echodfkd/data/store.py``) aligned
 frame for frame with a frame store: uint8 ``masks`` = round(p * 255). Blocks run on local threads
 or on a ``dask.distributed`` cluster. An interrupted run resumes from the ``.partial`` store only
 onto the same inputs: same frames (the frame store's content fingerprint), same members
@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 
 from echodfkd.errors import InputError
-from echodfkd.store import (FrameStore, MaskStore, commit, init_mask_store, open_frames,
+from echodfkd.data.store import (FrameStore, MaskStore, commit, init_mask_store, open_frames,
                             open_masks, partial_path, shard_blocks)
 from echodfkd.teacher.fusion import fuse_probabilities
 from echodfkd.teacher.members import Member, Videos

@@ -29,7 +29,7 @@ import pandas as pd
 
 from echodfkd.errors import InputError
 from echodfkd.runtime import file_sha256
-from echodfkd.store import FRAME_SIZE, FrameStore
+from echodfkd.data.store import FRAME_SIZE, FrameStore
 from echodfkd.teacher.archs import build_model
 from echodfkd.teacher.checkpoint import load_state_strict, read_checkpoint, save_teacher
 from echodfkd.teacher.model import cached_teacher

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from echodfkd.errors import InputError
-from echodfkd.store import FRAME_SIZE
+from echodfkd.data.store import FRAME_SIZE
 from echodfkd.teacher.fusion import quantise
 
 NPY_VALUES = ("auto", "probability", "logit")

@@ -1,7 +1,7 @@
 """Score soft masks of one source against human tracings and against a teacher
 (docs/design.md §4).
 
-Inputs are a frame store and mask stores aligned with it (``echodfkd.store``). All frame
+Inputs are a frame store and mask stores aligned with it (``echodfkd.data.store``). All frame
 indices are 0-based within a video; areas are in pixels of the 112x112 frame, lengths in
 pixels, volumes in px^3 (only their ratio, the EF, is compared with FileList.csv).
 
@@ -53,10 +53,12 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from . import metrics as M
-from . import pareto
-from .errors import InputError
-from .store import FrameStore, MaskStore, open_masks
+from echodfkd.evaluation import metrics as M
+from echodfkd.evaluation import pareto
+from echodfkd.evaluation import plots
+from echodfkd.evaluation.plots import AreaPanel, OverlayPanel
+from echodfkd.errors import InputError
+from echodfkd.data.store import FrameStore, MaskStore, open_masks
 
 log = logging.getLogger(__name__)
 
@@ -373,29 +375,6 @@ def json_ready(d: dict) -> dict:
 
 # --------------------------------------------------------------------------- plot data
 
-@dataclass
-class AreaPanel:
-    """Area curves of one video for plotting; frames are 0-based, areas in pixels (T,)."""
-
-    name: str
-    student: np.ndarray
-    teacher: np.ndarray | None
-    human: dict[str, int]                                         # traced {"ED": f, "ES": f}
-    student_found: dict[str, int] = field(default_factory=dict)   # seeded at the human frames
-    teacher_found: dict[str, int] = field(default_factory=dict)   # seeded at the human frames
-
-
-@dataclass
-class OverlayPanel:
-    """One traced frame with contours: image uint8 (H, W); masks bool (H, W)."""
-
-    title: str
-    image: np.ndarray
-    traced: np.ndarray
-    student: np.ndarray
-    teacher: np.ndarray | None
-
-
 def _example_videos(frames: FrameStore, split: str, n_videos: int):
     if n_videos < 0:
         raise InputError(f"the number of example videos must be >= 0, got {n_videos}: fix "
@@ -509,7 +488,7 @@ class StudentReport:
     because their value is undefined (NaN, e.g. a correlation over fewer than 2 videos);
     ``per_video``: student (and ``teacher_``-prefixed teacher) columns per video;
     ``curves``: :func:`area_curves_table`; ``point``: the Pareto record
-    (:func:`echodfkd.pareto.point_record`).
+    (:func:`echodfkd.evaluation.pareto.point_record`).
     """
 
     metrics: dict
@@ -604,8 +583,7 @@ def write_report(out: str | os.PathLike, report: StudentReport) -> Path:
     plots/overlays.png. Returns ``out``."""
     import shutil
 
-    from . import plots
-    from .store import commit, partial_path
+    from echodfkd.data.store import commit, partial_path
 
     out = Path(out)
     tmp = partial_path(out)

@@ -48,8 +48,8 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from echodfkd.echonet import read_video
-from echodfkd.store import commit, partial_path
+from echodfkd.data.echonet import read_video
+from echodfkd.data.store import commit, partial_path
 
 SIZE = 112
 STYLES = ("real", "synthetic")

@@ -1,4 +1,4 @@
-"""Ingest an EchoNet-layout source folder into a Zarr frame store (see ``echodfkd.store``).
+"""Ingest an EchoNet-layout source folder into a Zarr frame store (see ``echodfkd.data.store``).
 
 Videos are decoded in parallel by dask tasks (local threads, or the workers of a
 ``dask.distributed`` scheduler) in batches, with a bounded number of batches in flight.
@@ -11,7 +11,7 @@ Speed: OpenCV releases the GIL on every call (twice per decoded frame), so the d
 threads lose time to any GIL-holding Python elsewhere in the process. The driver therefore
 keeps its per-video work small (dict lookups, one copy into the shard buffer), the task
 graphs are built directly, and the frames codec is the cheap Blosc-LZ4
-(``echodfkd.store.frame_compressor``). ``bench/ingest.py`` measures the result against
+(``echodfkd.data.store.frame_compressor``). ``bench/ingest.py`` measures the result against
 plain cv2 decoding.
 """
 
@@ -36,12 +36,12 @@ import pandas as pd
 import zarr
 from tqdm import tqdm
 
-from echodfkd.echonet import (
+from echodfkd.data.echonet import (
     BAD_KINDS, SKIP_COLUMNS, TRACING_POLICIES, Skip, TracedFrame, VideoError, name_problem,
     decode_video, read_filelist, read_tracings, safe_video_path, skips_frame, tracing_masks,
 )
 from echodfkd.errors import InputError
-from echodfkd.store import (
+from echodfkd.data.store import (
     FRAME_SIZE, INDEX_COLUMNS, TRACED_COLUMNS, commit, finish_frame_store, init_frame_store,
     partial_path, write_text_atomic,
 )

@@ -4,10 +4,10 @@ Data flow:
 
 1. The selected videos of one or more sources (a frame store and the mask store aligned with
    it, docs/design.md §6) are opened by :func:`_open_data`: loaded into RAM
-   (:class:`~echodfkd.clips.ClipSet`, uint8, 2 x 12.5 kB per frame: the phantom's 100 + 20
+   (:class:`~echodfkd.student.clips.ClipSet`, uint8, 2 x 12.5 kB per frame: the phantom's 100 + 20
    synthetic videos x 64 frames take ~190 MB) when they take at most
    ``LoaderConfig.stream_above_mb``, else streamed from the Zarr stores
-   (:class:`~echodfkd.clips.StreamingClips`: chunk-aware reads through an LRU cache of
+   (:class:`~echodfkd.student.clips.StreamingClips`: chunk-aware reads through an LRU cache of
    ``cache_mb``, in ``workers`` background threads), so that peak memory does not grow with
    the data set (EchoNet-Synthetic: ~1.9M frames, ~48 GB in RAM). Both give byte-identical
    clips, hence the same weights for a seed; the log says which path was taken.
@@ -38,7 +38,7 @@ Data flow:
    one batch at a time (bounded memory on the streaming path).
 5. Every epoch a checkpoint (model, optimizer, epoch, torch RNG state, history, best weights,
    config hash) is written atomically to ``checkpoint``. The config hash covers the
-   configuration and the *inputs fingerprint* (:func:`echodfkd.clips.inputs_fingerprint`: the
+   configuration and the *inputs fingerprint* (:func:`echodfkd.student.clips.inputs_fingerprint`: the
    frame store's index fingerprint, the mask store's ``content_sha`` or a hash of its files,
    the selected videos and the mixing weights). A rerun with the same hash resumes after the
    last finished epoch and gives the same weights as an uninterrupted run; a rerun on other
@@ -98,7 +98,6 @@ import json
 import logging
 import math
 import os
-import pickle
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -109,18 +108,18 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from echodfkd.clips import (ClipSet, Source, StreamingClips, choose_streaming,  # noqa: F401
+from echodfkd.student.clips import (ClipSet, Source, StreamingClips, choose_streaming,  # noqa: F401
                             fixed_clips, inputs_fingerprint, load_videos, plan_videos, prefetch,
                             prepare_short_videos, sample_clips, select_videos)
 from echodfkd.cost import count_weights
 from echodfkd.errors import InputError
-from echodfkd.models.convlstm import StudentNet
+from echodfkd.student.files import clone_state
+from echodfkd.student.model import StudentNet
 from echodfkd.runtime import resolve_device
-from echodfkd.store import write_bytes_atomic
+from echodfkd.data.store import write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
-STUDENT_FORMAT = "echodfkd-student"
 CHECKPOINT_FORMAT = "echodfkd-student-checkpoint"
 
 LOSSES = ("bce", "bce_dice")
@@ -462,10 +461,6 @@ def _load_checkpoint(path: Path, chash: str, dhash: str) -> dict | None:
     return ck
 
 
-def _clone_state(model: torch.nn.Module) -> dict:
-    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-
-
 def _open_live(live_dir: str | os.PathLike | None, history: list[dict]):
     """A dvclive logger whose history is rewritten from ``history`` (no duplicated rows)."""
     if live_dir is None:
@@ -631,17 +626,17 @@ def train_student(train_sources: Sequence[Source], val_sources: Sequence[Source]
             history.append(row)
             if best is None or val_loss < best["val_loss"]:
                 best = {"epoch": epoch, "val_loss": val_loss, "val_dice_vs_teacher": val_dice,
-                        "state_dict": _clone_state(scored)}
+                        "state_dict": clone_state(scored)}
                 bad = 0
             else:
                 bad += 1
             finished = bad >= config.patience or epoch == config.epochs - 1
             _save_checkpoint(ckpt_path, {
                 "format": CHECKPOINT_FORMAT, "config_hash": chash, "data_hash": dhash,
-                "config": asdict(config), "epoch": epoch, "model": _clone_state(model),
+                "config": asdict(config), "epoch": epoch, "model": clone_state(model),
                 "optimizer": opt.state_dict(), "rng_torch": torch.get_rng_state(),
                 "history": history, "best": best, "bad_epochs": bad, "finished": finished,
-                **({} if ema_model is None else {"ema": _clone_state(ema_model)})})
+                **({} if ema_model is None else {"ema": clone_state(ema_model)})})
             if live is not None:
                 _log_row(live, row)
             bar.set_postfix(train=f"{row['train_loss']:.4f}", val=f"{val_loss:.4f}",
@@ -674,47 +669,3 @@ def train_student(train_sources: Sequence[Source], val_sources: Sequence[Source]
     if streaming:
         meta["chunk_cache"] = {"hits": train.cache.hits, "misses": train.cache.misses}
     return TrainResult(model, history, int(best["epoch"]), float(best["val_loss"]), meta)
-
-
-def save_student(path: str | os.PathLike, model: StudentNet, meta: dict) -> None:
-    """Write ``{"format", "config", "state_dict", "meta"}`` atomically (loadable with
-    ``torch.load(weights_only=True)``); ``meta`` must hold only JSON-like values."""
-    buf = io.BytesIO()
-    torch.save({"format": STUDENT_FORMAT, "config": model.config(),
-                "state_dict": _clone_state(model), "meta": meta}, buf)
-    write_bytes_atomic(path, buf.getvalue())
-
-
-def read_student(path: str | os.PathLike) -> dict:
-    """The raw contents of a ``student.pt`` file (loaded with ``weights_only=True``), checked
-    for its format; a pickled or foreign file raises :class:`InputError` naming it."""
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"student file {str(path)!r} does not exist: run the train stage")
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"student file {str(path)!r} is not a weights-only torch file "
-                         f"({first[:200]}): use the student.pt written by stages/train.py "
-                         f"(it holds only tensors and plain values)") from None
-    if not isinstance(ck, dict) or ck.get("format") != STUDENT_FORMAT:
-        found = ck.get("format") if isinstance(ck, dict) else type(ck).__name__
-        raise InputError(f"{str(path)!r} is not an {STUDENT_FORMAT} file (format {found!r}): "
-                         f"use the student.pt written by stages/train.py")
-    for key in ("config", "state_dict"):
-        if key not in ck:
-            raise InputError(f"student file {str(path)!r} lacks {key!r}: rerun the train stage")
-    return ck
-
-
-def load_student(path: str | os.PathLike, device: torch.device | str = "cpu") -> StudentNet:
-    """Rebuild the student saved by :func:`save_student`, on ``device``, in eval mode."""
-    ck = read_student(path)
-    try:
-        model = StudentNet(**ck["config"])
-        model.load_state_dict(ck["state_dict"])
-    except (TypeError, ValueError, RuntimeError) as exc:
-        raise InputError(f"student file {str(path)!r} does not hold a StudentNet matching its "
-                         f"config {ck['config']!r} ({str(exc).splitlines()[0][:200]}): rerun "
-                         f"the train stage") from None
-    return model.to(device).eval()

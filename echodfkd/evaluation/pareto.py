@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import metrics as M
-from .errors import InputError
+from echodfkd.evaluation import metrics as M
+from echodfkd.errors import InputError
 
 REQUIRED = ("name", "weights", "flops", "dice")
 ARCH = ("blocks", "layers_per_block", "hidden")
@@ -41,7 +41,7 @@ def _defined(v) -> bool:
 def point_record(name: str, *, blocks: int, layers_per_block: int, hidden: int, weights: int,
                  flops: int, summary: dict, **extra) -> dict:
     """The JSON record of one student: architecture, cost and the scores of ``summary``
-    (an :func:`echodfkd.evaluate.evaluate_source` summary; keys in ``POINT_SCORES``).
+    (an :func:`echodfkd.evaluation.evaluate.evaluate_source` summary; keys in ``POINT_SCORES``).
     ``extra`` adds further flat keys (e.g. ``agreement_synthetic_test``). Undefined (NaN or
     None) scores are left out: an absent key, never a NaN."""
     rec = {"name": str(name), "blocks": int(blocks), "layers_per_block": int(layers_per_block),
@@ -56,7 +56,7 @@ def point_record(name: str, *, blocks: int, layers_per_block: int, hidden: int, 
 
 def write_point(path: str | os.PathLike, record: dict) -> None:
     """Write a point record as JSON atomically."""
-    from .store import write_text_atomic
+    from echodfkd.data.store import write_text_atomic
     write_text_atomic(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 

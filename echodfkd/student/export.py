@@ -67,8 +67,8 @@ import torch
 from torch import nn
 
 from echodfkd.errors import InputError
-from echodfkd.models.convlstm import StudentNet
-from echodfkd.store import write_bytes_atomic
+from echodfkd.student.model import StudentNet
+from echodfkd.data.store import write_bytes_atomic
 
 EXPORT_NAME = "student.ts"
 """File name of the exported student inside the train stage's output folder."""
@@ -200,13 +200,13 @@ def load_exported(path: str | os.PathLike) -> ExportedStudent:
             raise FileNotFoundError(f"exported student {str(path)!r} does not exist: run the "
                                     f"train stage") from None
         raise InputError(f"{str(path)!r} is not a TorchScript file ({e}); re-export it with "
-                         f"echodfkd.export.export_student") from None
+                         f"echodfkd.student.export.export_student") from None
     except RuntimeError as e:
         raise InputError(f"{str(path)!r} is not a TorchScript file ({str(e).splitlines()[0]}); "
-                         f"re-export it with echodfkd.export.export_student") from None
+                         f"re-export it with echodfkd.student.export.export_student") from None
     if not extra[_CONFIG_FILE]:
         raise InputError(f"{str(path)!r} has no {_CONFIG_FILE}: it was not written by "
-                         f"echodfkd.export.export_student; re-export the student")
+                         f"echodfkd.student.export.export_student; re-export the student")
     return ExportedStudent(module.eval(), json.loads(extra[_CONFIG_FILE]), str(path))
 
 
@@ -322,11 +322,11 @@ def load_exported_onnx(path: str | os.PathLike, *, threads: int = 0, spinning: b
         session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime's errors derive from Exception only
         raise InputError(f"{str(path)!r} is not an ONNX model ({str(e).splitlines()[0]}); "
-                         f"re-export it with echodfkd.export.export_student_onnx") from None
+                         f"re-export it with echodfkd.student.export.export_student_onnx") from None
     meta = session.get_modelmeta().custom_metadata_map
     if _CONFIG_KEY not in meta:
         raise InputError(f"{str(path)!r} has no {_CONFIG_KEY!r} metadata: it was not written "
-                         f"by echodfkd.export.export_student_onnx; re-export the student")
+                         f"by echodfkd.student.export.export_student_onnx; re-export the student")
     config = json.loads(meta[_CONFIG_KEY])
     want, _ = onnx_names(config)
     got = [i.name for i in session.get_inputs()]

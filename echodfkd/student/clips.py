@@ -15,7 +15,7 @@ give byte-identical clips for the same (video, start) draws:
   budget plus the batches in flight, whatever the data set size.
 
 Which path a run takes is chosen by size (:func:`choose_streaming`, called by
-:func:`echodfkd.train.train_student`) and logged; both share the
+:func:`echodfkd.student.train.train_student`) and logged; both share the
 video table (video order, lengths, short-video policy), so the sampler draws the same clips.
 
 Short videos (fewer frames than L) are skipped, or with ``"pad"`` padded by repeating their
@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 
 from echodfkd.errors import InputError
-from echodfkd.store import FRAME_SIZE, open_frames, open_masks
+from echodfkd.data.store import FRAME_SIZE, open_frames, open_masks
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ def plan_videos(sources: Sequence[Source], *, filter_column: str | None = None,
                 filter_min: float | None = None, filter_max: float | None = None
                 ) -> VideoTable:
     """Select the videos of ``sources`` (splits, optional column filter); checks that each
-    mask store is complete and aligned with its frame store (:func:`echodfkd.store.open_masks`)."""
+    mask store is complete and aligned with its frame store (:func:`echodfkd.data.store.open_masks`)."""
     stores: list[tuple[str, str]] = []
     store, offset, length, group, names = [], [], [], [], []
     for g, src in enumerate(sources):

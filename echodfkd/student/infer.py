@@ -2,7 +2,7 @@
 
 Each video is processed from its first frame with the ConvLSTM state carried across all its
 frames, in chunks of ``chunk`` frames (memory bounded whatever the video length), at 112x112.
-Output: a mask store (see :mod:`echodfkd.store`) with ``masks`` uint8 (N, 112, 112) =
+Output: a mask store (see :mod:`echodfkd.data.store`) with ``masks`` uint8 (N, 112, 112) =
 round(sigmoid(logit) * 255), aligned frame for frame with the frame store.
 
 The store is built under ``partial_path(out)`` one shard block at a time; finished blocks are
@@ -28,10 +28,10 @@ import torch
 from tqdm import tqdm
 
 from echodfkd.errors import InputError
-from echodfkd.models.convlstm import StudentNet
+from echodfkd.student.model import StudentNet
 from echodfkd.runtime import file_sha256, resolve_device
-from echodfkd.store import commit, init_mask_store, open_frames, partial_path, shard_blocks
-from echodfkd.train import load_student
+from echodfkd.data.store import commit, init_mask_store, open_frames, partial_path, shard_blocks
+from echodfkd.student.files import load_student
 
 
 @torch.inference_mode()

@@ -8,13 +8,36 @@ Every function writes its PNG atomically (to ``<name>.tmp.png``, then ``os.repla
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from . import metrics as M
-from .evaluate import AreaPanel, OverlayPanel
+from echodfkd.evaluation import metrics as M
+
+@dataclass
+class AreaPanel:
+    """Area curves of one video for plotting; frames are 0-based, areas in pixels (T,)."""
+
+    name: str
+    student: np.ndarray
+    teacher: np.ndarray | None
+    human: dict[str, int]                                         # traced {"ED": f, "ES": f}
+    student_found: dict[str, int] = field(default_factory=dict)   # seeded at the human frames
+    teacher_found: dict[str, int] = field(default_factory=dict)   # seeded at the human frames
+
+
+@dataclass
+class OverlayPanel:
+    """One traced frame with contours: image uint8 (H, W); masks bool (H, W)."""
+
+    title: str
+    image: np.ndarray
+    traced: np.ndarray
+    student: np.ndarray
+    teacher: np.ndarray | None
+
 
 STUDENT_COLOR = "tab:blue"
 TEACHER_COLOR = "tab:orange"
@@ -115,7 +138,7 @@ def plot_pareto(path: str | os.PathLike, df: pd.DataFrame, *, score: str = "dice
     """Two panels, ``score`` against weights and against FLOPs per frame (log x).
 
     ``df``: one row per student with columns name, weights, flops, ``score`` and the boolean
-    flags pareto_weights / pareto_flops (:func:`echodfkd.pareto.collect`); Pareto-optimal
+    flags pareto_weights / pareto_flops (:func:`echodfkd.evaluation.pareto.collect`); Pareto-optimal
     students are filled, joined by a step line and labelled. ``teacher``: optional
     ``{"weights", "flops", score}`` drawn as a star with a dotted horizontal line.
     """

@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from echodfkd.errors import InputError
-from echodfkd.store import FRAME_SIZE
+from echodfkd.data.store import FRAME_SIZE
 
 FILELIST_REQUIRED = ["FileName", "EF", "Split"]
 FILELIST_NUMERIC = ["EF", "ESV", "EDV", "FrameHeight", "FrameWidth", "FPS", "NumberOfFrames"]
