@@ -79,19 +79,26 @@ def _child(stage: str, spec: dict) -> dict:
             g.attrs["complete"] = True
             return {"note": f"stand-in (ground truth): {type(exc).__name__}: {exc}"[:120]}
     if stage.startswith("train"):
+        from dataclasses import replace
+
+        from echodfkd.cli import read_params
         from echodfkd.student.files import save_student
-        from echodfkd.student.train import LoaderConfig, Source, TrainConfig, train_student
+        from echodfkd.student.shape import StudentShape
+        from echodfkd.student.train import Source, TrainConfig, train_student
 
         stream = stage == "train_stream"
-        loader = LoaderConfig(stream_above_mb=0 if stream else 1e9, cache_mb=spec["cache_mb"],
-                              workers=spec["workers"])
-        config = TrainConfig(epochs=2, steps_per_epoch=spec["steps"], patience=10)
+        params = read_params(("seed", "train", "student"), ROOT / "params.yaml")
+        config = replace(params.config("train", TrainConfig), epochs=2,
+                         steps_per_epoch=spec["steps"], patience=10,
+                         stream_above_mb=0 if stream else 1e9, cache_mb=spec["cache_mb"],
+                         loader_workers=spec["workers"])
         ends = [time.perf_counter()]
         res = train_student([Source(frames, teacher, ("TRAIN",))],
-                            [Source(frames, teacher, ("VAL",))], config,
-                            d / f"{stage}.ckpt" / "last.pt", loader=loader, progress=False,
-                            device="cpu", on_epoch_end=lambda e, r: ends.append(
-                                time.perf_counter()))
+                            [Source(frames, teacher, ("VAL",))],
+                            params.config("student", StudentShape), config,
+                            params.value("seed", int), d / f"{stage}.ckpt" / "last.pt",
+                            progress=False, device="cpu",
+                            on_epoch_end=lambda e, r: ends.append(time.perf_counter()))
         save_student(d / f"{stage}.pt", res.model, res.meta)
         return {"epoch2_s": ends[2] - ends[1], "path": res.meta["data_path"],
                 "cache": res.meta.get("chunk_cache")}

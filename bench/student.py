@@ -114,6 +114,8 @@ from echodfkd.student.infer import predict_video
 from echodfkd.student.train import TrainConfig
 
 
+ROOT = Path(__file__).resolve().parents[1]
+
 def phantom_stores(folder: Path, n_videos: int, n_frames: int = 64) -> tuple[Path, Path]:
     """A synthetic-style phantom frame store and a mask store of its ground truth * 255."""
     from echodfkd.data.phantom import make_video
@@ -265,10 +267,11 @@ class ConvReplay:
 
 def main_student(params: Path) -> tuple[int, int, int]:
     """(blocks, layers_per_block, hidden) of the pipeline's main student (params.yaml
-    ``students.student``)."""
-    import yaml
-    row = yaml.safe_load(params.read_text())["students"]["student"]
-    return row["blocks"], row["layers_per_block"], row["hidden"]
+    ``student``)."""
+    from echodfkd.cli import read_params
+    from echodfkd.student.shape import StudentShape
+    row = read_params(("student",), params).config("student", StudentShape)
+    return row.blocks, row.layers_per_block, row.hidden
 
 
 def interleaved(variants: dict, rounds: int, device: torch.device = torch.device("cpu")
@@ -483,11 +486,16 @@ def inputs_and_inference(a: argparse.Namespace) -> None:
                  "Zarr, clip by clip": clips_per_second(from_zarr, clips),
                  "AVI decode + .seg.npz per clip": clips_per_second(from_avi, clips)}
 
-        cfg = TrainConfig()
+        from dataclasses import asdict
+
+        from echodfkd.cli import read_params
+        from echodfkd.student.shape import StudentShape
+        params = read_params(("train", "student"), ROOT / "params.yaml")
+        cfg = params.config("train", TrainConfig)
         torch.manual_seed(0)
-        student = StudentNet(**cfg.model_config())
+        student = StudentNet(**asdict(params.config("student", StudentShape)))
         opt = torch.optim.Adam(student.parameters(), cfg.lr)
-        xb = torch.rand(cfg.batch_size, L, 1, 112, 112)
+        xb = torch.rand(cfg.batch, L, 1, 112, 112)
         yb = torch.rand_like(xb)
 
         def step():
@@ -496,7 +504,7 @@ def inputs_and_inference(a: argparse.Namespace) -> None:
             opt.zero_grad()
             loss.backward()
             opt.step()
-        step_rate = frames_per_second(step, cfg.batch_size, repeats=3)
+        step_rate = frames_per_second(step, cfg.batch, repeats=3)
 
         print(f"data: {origin}; clips of {L} frames from {len(rows)} videos; "
               f"{a.threads} torch thread(s); shared machine: timings are noisy, compare ratios")
@@ -506,7 +514,7 @@ def inputs_and_inference(a: argparse.Namespace) -> None:
         base = rates["AVI decode + .seg.npz per clip"]
         for k, r in rates.items():
             print(f"   {k:32s} {r:9.1f} clips/s   x{r / base:6.1f} vs AVI")
-        print(f"   student training step (default config, batch {cfg.batch_size} at 112x112): "
+        print(f"   student training step (default config, batch {cfg.batch} at 112x112): "
               f"{step_rate:.1f} clips/s")
         print(f"   (MJPG round trip changes pixels by up to {mjpg_err:.0f} grey levels)")
 
@@ -514,7 +522,8 @@ def inputs_and_inference(a: argparse.Namespace) -> None:
         video = fs.video(0)
         t = len(video)
         s_fps = frames_per_second(lambda: predict_video(student, video, chunk=64), t, repeats=3)
-        lines = [("student " + " ".join(f"{k}={v}" for k, v in cfg.model_config().items()),
+        shape = asdict(params.config("student", StudentShape))
+        lines = [("student " + " ".join(f"{k}={v}" for k, v in shape.items()),
                   count_weights(student), flops_per_frame(student, "video"), s_fps)]
         try:
             from echodfkd.teacher.unet import UNet

@@ -1,7 +1,12 @@
 """Evaluate one student on one source: Dice at ED/ES, aFD, EF (volumes and areas), teacher
 agreement, annotation-free scores, the teacher's own scores, plots and its Pareto record.
 
-Writes into --out (replaced as a whole): metrics.json, per_video.csv, area_curves.csv,
+    python stages/evaluate.py --name student --frames-dir data/frames \
+        --pred-dir data/student/student --teacher-dir data/teacher \
+        --student-cost models/students/student/cost.json \
+        --teacher-cost models/teacher/cost.json --out reports/students/student
+
+Reads params.yaml ``evaluate``. Writes into --out (replaced as a whole): metrics.json, per_video.csv, area_curves.csv,
 point.json, plots/area_curves.png, plots/overlays.png (echodfkd.evaluation.evaluate.write_report).
 Teacher masks are read only for sources the teacher labels (their teacher mask store holds
 masks, see store.teacher_covers); other sources are evaluation-only (human-referenced scores
@@ -14,10 +19,12 @@ from pathlib import Path
 
 from echodfkd.evaluation import evaluate as E
 from echodfkd.evaluation import pareto
-from echodfkd.cli import run
+from echodfkd.cli import read_params, run
 from echodfkd.data.store import open_frames, teacher_covers
 
 log = logging.getLogger("evaluate")
+
+PARAMS = ("evaluate",)
 
 
 def store(folder: str, source: str) -> Path:
@@ -27,38 +34,37 @@ def store(folder: str, source: str) -> Path:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
-    for opt in ("--name", "--source", "--split", "--agreement-source", "--agreement-split",
-                "--frames-dir", "--pred-dir", "--teacher-dir", "--student-cost",
+    ap.add_argument("--name", required=True, help="the student's stage name")
+    for opt in ("--frames-dir", "--pred-dir", "--teacher-dir", "--student-cost",
                 "--teacher-cost", "--out"):
         ap.add_argument(opt, required=True)
-    ap.add_argument("--threshold", type=float, required=True)
-    ap.add_argument("--n-examples", type=int, required=True)
     a = ap.parse_args(argv)
-    covered = [s for s in dict.fromkeys((a.source, a.agreement_source))
+    cfg = read_params(PARAMS).config("evaluate", E.EvaluateConfig)
+    covered = [s for s in dict.fromkeys((cfg.source, cfg.agreement_source))
                if teacher_covers(store(a.teacher_dir, s))]
 
-    frames = open_frames(store(a.frames_dir, a.source))
-    pred = E.open_aligned(store(a.pred_dir, a.source), frames)
+    frames = open_frames(store(a.frames_dir, cfg.source))
+    pred = E.open_aligned(store(a.pred_dir, cfg.source), frames)
     teacher = None
-    if a.source in covered:
-        teacher = E.open_aligned(store(a.teacher_dir, a.source), frames)
+    if cfg.source in covered:
+        teacher = E.open_aligned(store(a.teacher_dir, cfg.source), frames)
     else:
         log.info("source %r is not labelled by the teacher (labelled: %s): no teacher masks, "
                  "so teacher_*, "
                  "*_teacher, *_teacher_ref and agreement_%s are not reported (human-referenced "
-                 "scores are)", a.source, covered, E.source_key(a.source, a.split))
+                 "scores are)", cfg.source, covered, E.source_key(cfg.source, cfg.split))
     agreement = None
-    if a.agreement_source in covered:
-        af = open_frames(store(a.frames_dir, a.agreement_source))
+    if cfg.agreement_source in covered:
+        af = open_frames(store(a.frames_dir, cfg.agreement_source))
         agreement = E.AgreementSet(
-            a.agreement_source, a.agreement_split, af,
-            E.open_aligned(store(a.pred_dir, a.agreement_source), af),
-            E.open_aligned(store(a.teacher_dir, a.agreement_source), af))
+            cfg.agreement_source, cfg.agreement_split, af,
+            E.open_aligned(store(a.pred_dir, cfg.agreement_source), af),
+            E.open_aligned(store(a.teacher_dir, cfg.agreement_source), af))
     else:
         log.info("agreement source %r is not labelled by the teacher (labelled: %s): "
                  "agreement_%s is not "
-                 "reported", a.agreement_source, covered,
-                 E.source_key(a.agreement_source, a.agreement_split))
+                 "reported", cfg.agreement_source, covered,
+                 E.source_key(cfg.agreement_source, cfg.agreement_split))
     student_cost = E.load_cost(a.student_cost, E.COST_KEYS + pareto.ARCH)
     teacher_cost = None
     if Path(a.teacher_cost).is_file():
@@ -70,13 +76,13 @@ def main(argv=None):
         log.info("teacher cost file %s does not exist (a teacher given as outputs only): "
                  "teacher_weights and teacher_flops are not reported", a.teacher_cost)
 
-    report = E.report_student(a.name, frames, pred, source=a.source, split=a.split,
+    report = E.report_student(a.name, frames, pred, source=cfg.source, split=cfg.split,
                               teacher=teacher, agreement=agreement, student_cost=student_cost,
-                              teacher_cost=teacher_cost, threshold=a.threshold,
-                              n_examples=a.n_examples)
+                              teacher_cost=teacher_cost, threshold=cfg.threshold,
+                              n_examples=cfg.n_examples)
     for key in report.undefined:
         log.info("%s is undefined on %s %s (too few videos with a value, or a constant "
-                 "series): not reported", key, a.source, a.split)
+                 "series): not reported", key, cfg.source, cfg.split)
     E.write_report(a.out, report)
     log.info("%s: dice %.4f, ef_r %s -> %s", a.name, report.metrics["dice"],
              report.metrics.get("ef_r", "undefined"), a.out)

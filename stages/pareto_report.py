@@ -3,21 +3,28 @@ student's point.json, flag Pareto-optimal students, plot Dice against weights/FL
 teacher as reference, rank-correlate human- and teacher-referenced scores across students, and
 summarise the distillation gap (teacher Dice minus best / main student Dice).
 
-The students table comes last on the command line as DVC unpacks ``${students}``:
-``--student.blocks 3 --student.hidden 6 --b3-l1-h3.blocks 3 --b3-l1-h3.skip ...``.
+    python stages/pareto_report.py --reports reports/students --main student \
+        --csv reports/pareto.csv --plot reports/pareto.png \
+        --agreement-plot reports/annotation_free.png --summary reports/pareto_summary.json
+
+Reads params.yaml: ``students`` (stage name -> shape section) and the shapes in ``student``
+and ``grid``, to check each report against the architecture it should have.
 """
 
 import argparse
 import json
 import logging
+from dataclasses import asdict
 
-from echodfkd.evaluation import pareto
-from echodfkd.evaluation import plots
-from echodfkd.cli import run
-from echodfkd.errors import InputError
+from echodfkd.cli import read_params, run
 from echodfkd.data.store import write_text_atomic
+from echodfkd.errors import InputError
+from echodfkd.evaluation import pareto, plots
+from echodfkd.student.shape import StudentShape
 
 log = logging.getLogger("pareto_report")
+
+PARAMS = ("students", "student", "grid")
 
 
 def main(argv=None):
@@ -28,12 +35,14 @@ def main(argv=None):
     ap.add_argument("--plot", required=True)
     ap.add_argument("--agreement-plot", required=True)
     ap.add_argument("--summary", required=True, help="flat JSON: best, gaps, rank agreement")
-    a, rest = ap.parse_known_args(argv)
-    students = pareto.table(rest)
+    a = ap.parse_args(argv)
+    params = read_params(PARAMS)
+    students = {name: asdict(params.config(section, StudentShape))
+                for name, section in params.value("students", dict[str, str]).items()}
     names = list(students)
     if a.main not in students:
-        raise InputError(f"--main {a.main!r} is not in the students table {names}: add it to "
-                         f"params.yaml `students:`")
+        raise InputError(f"--main {a.main!r} is not in params.yaml students {names}: add it "
+                         f"there")
     stale = pareto.stale_reports(a.reports, names)
     if stale:  # reports of students no longer in params.yaml (DVC leaves them on disk)
         log.info("ignoring %s in %s: not in the students table", stale, a.reports)

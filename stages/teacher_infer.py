@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import argparse
 
-from echodfkd.cli import boolean, run
+from echodfkd.cli import read_params, run
 from echodfkd.runtime import teacher_batch
 from echodfkd.data.store import open_frames, write_uncovered_masks
-from echodfkd.teacher.infer import infer_teacher
+from echodfkd.teacher.infer import TeacherInferConfig, infer_teacher
 from echodfkd.teacher.members import load_members
+
+PARAMS = ("teacher_infer", "teacher.device", "ingest.scheduler")  # + sources.<src>.teacher
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -29,26 +31,21 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--teacher", required=True, help="teacher directory (teacher stage)")
     ap.add_argument("--frames", required=True, help="frame store of the source")
     ap.add_argument("--out", required=True, help="mask store to write")
-    ap.add_argument("--batch", type=int, required=True,
-                    help="frames per forward pass; 0: chosen for the device")
-    ap.add_argument("--amp", type=boolean, required=True,
-                    help="true: bf16/fp16 autocast on CUDA (no effect on the CPU)")
-    ap.add_argument("--scheduler", required=True,
-                    help="dask.distributed scheduler address; '' runs local threads")
-    ap.add_argument("--workers", type=int, required=True, help="local threads ('' scheduler)")
-    ap.add_argument("--device", required=True, help="'auto': CUDA when available")
-    ap.add_argument("--covered", type=boolean, required=True,
-                    help="false: the teacher does not label this source (sources.<src>.teacher)")
+    ap.add_argument("--source", required=True, help="the source's name in params.yaml")
     args = ap.parse_args(argv)
-    if not args.covered:
+    covered = f"sources.{args.source}.teacher"
+    params = read_params(PARAMS + (covered,))
+    cfg = params.config("teacher_infer", TeacherInferConfig)
+    device = params.value("teacher.device", str)
+    if not params.value(covered, bool):
         write_uncovered_masks(args.out, open_frames(args.frames),
                               "the teacher does not label this source (sources.<source>.teacher "
                               "is false): an evaluation-only source")
         return
 
     infer_teacher(load_members(args.teacher), args.frames, args.out,
-                  batch_size=teacher_batch(args.batch, args.device), device=args.device,
-                  amp=args.amp, scheduler=args.scheduler, workers=args.workers)
+                  batch_size=teacher_batch(cfg.batch, device), device=device, amp=cfg.amp,
+                  scheduler=params.value("ingest.scheduler", str), workers=cfg.workers)
 
 
 if __name__ == "__main__":

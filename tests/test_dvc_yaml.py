@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import ast
 import copy
-import inspect
 import re
 from pathlib import Path
 
@@ -151,58 +150,98 @@ def test_stage_values_come_from_params(dvc, params):
             node = node[part]
 
 
-def defaults_of(obj) -> dict:
-    return {n: p.default for n, p in inspect.signature(obj).parameters.items()
-            if p.default is not inspect.Parameter.empty}
+def overdeclared(dvc: dict) -> list[tuple[str, str]]:
+    """(stage, dep) pairs where a project-module dep (under echodfkd/) is imported by none of
+    the stage's scripts: an edit to it would rerun the stage for nothing."""
+    extra = []
+    for name, body in stage_bodies(dvc).items():
+        cmd = body["cmd"] if isinstance(body["cmd"], str) else " ".join(body["cmd"])
+        deps = [d if isinstance(d, str) else next(iter(d)) for d in body.get("deps", [])]
+        used = set()
+        for script in set(re.findall(r"stages/\w+\.py", cmd)):
+            used |= imported_modules(ROOT / script)
+        for d in deps:
+            if d.startswith("echodfkd/") and not any(
+                    u == d or u.startswith(d.rstrip("/") + "/") for u in used):
+                extra.append((name, d))
+    return extra
 
 
-def test_library_defaults_agree_with_params(params):
-    """Library defaults that remain (for library users and tests) are the pipeline's values."""
-    from echodfkd.data import store
+def test_no_stage_lists_a_module_it_does_not_import(dvc):
+    assert overdeclared(dvc) == []
+
+
+def test_commands_carry_paths_and_names_only(dvc):
+    """Short commands; the values a stage reads come from params.yaml, not its argv: the only
+    interpolations are the foreach/matrix item and key (names, paths) and a source name."""
+    for name, body in stage_bodies(dvc).items():
+        cmd = body["cmd"]
+        assert len(cmd) <= 300, f"{name}: command of {len(cmd)} characters"
+        for ref in re.findall(r"\$\{([^}]+)\}", cmd):
+            assert ref.split(".")[0] in ("item", "key") or ref == "teacher.fit_source", \
+                f"{name}: ${{{ref}}} passes a value on the command line"
+
+
+def stage_scripts(body: dict) -> list[Path]:
+    return [ROOT / s for s in sorted(set(re.findall(r"stages/\w+\.py", body["cmd"])))]
+
+
+def script_params(script: Path) -> tuple[str, ...]:
+    """The literal ``PARAMS`` tuple a stage script declares (the keys it reads besides those
+    its argv names)."""
+    for node in ast.parse(script.read_text()).body:
+        if isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == "PARAMS" for t in node.targets):
+            return tuple(ast.literal_eval(node.value))
+    return ()
+
+
+def test_each_stage_declares_the_params_its_script_reads(dvc):
+    """A stage goes stale exactly when a value it reads changes: what its script reads
+    (``PARAMS``) is under its ``params:`` (the keys argv names are checked at run time, by
+    the end-to-end test's trace)."""
+    for name, body in stage_bodies(dvc).items():
+        declared = [p if isinstance(p, str) else next(iter(p)) for p in body.get("params", [])]
+        for script in stage_scripts(body):
+            for key in script_params(script):
+                assert any(key == d or key.startswith(d + ".") for d in declared), \
+                    f"stage {name}: {script.name} reads {key!r}, not in its params {declared}"
+            if script.name != "train.py":
+                continue
+            assert "${item}" in declared  # the --shape section
+
+
+def test_library_has_no_defaults_competing_with_params():
+    """A value params.yaml defines has no second home as a library default."""
+    import inspect
+
+    from echodfkd.data import ingest, store
+    from echodfkd.data.phantom import generate_set
     from echodfkd.student import infer as student_infer
     from echodfkd.student.model import StudentNet
-    from echodfkd.teacher import fit, infer
-    from echodfkd.student.train import TrainConfig
+    from echodfkd.teacher import build, fit, infer
 
-    main = params["students"]["student"]
-    tr = params["train"]
-    cfg = TrainConfig()
-    for k in ("blocks", "layers_per_block", "hidden", "kernel_size", "skip"):
-        assert getattr(cfg, k) == main[k], k
-    for k in ("sequence_length", "lr", "epochs", "patience", "half_resolution", "augment",
-              "val_clips_per_video", "short_videos", "augment_strength", "sharpen", "loss",
-              "dice_weight", "lr_schedule", "burn_in", "ema"):
-        assert getattr(cfg, k) == tr[k], k
-    assert cfg.batch_size == tr["batch"]
-    assert cfg.steps_per_epoch == (tr["steps_per_epoch"] or None)
-    assert cfg.seed == params["seed"]
-    from echodfkd.student.train import LoaderConfig
-    loader = LoaderConfig()
-    assert (loader.cache_mb, loader.workers, loader.stream_above_mb, loader.amp) == (
-        tr["cache_mb"], tr["loader_workers"], tr["stream_above_mb"], tr["amp"])
-    net = defaults_of(StudentNet)
-    for k in ("blocks", "layers_per_block", "hidden", "kernel_size", "skip"):
-        if k in net:
-            assert net[k] == main[k], f"StudentNet {k}"
-    ing = params["ingest"]
-    for fn in (store.init_frame_store, store.create_frame_array, store.init_mask_store,
-               student_infer.infer_store):
-        d = defaults_of(fn)
-        for k in ("shard_frames", "chunk_frames"):
-            if k in d:
-                assert d[k] == ing[k], f"{fn.__qualname__} {k}"
-    t = params["teacher"]
-    d = defaults_of(fit.fit_teacher)
-    for k in ("width", "depth", "epochs", "lr"):
-        if k in d:
-            assert d[k] == t[k], f"fit_teacher {k}"
-    if "batch_size" in d:
-        assert d["batch_size"] == t["batch"]
-    d = defaults_of(infer.infer_teacher)
-    assert d.get("batch_size", t["infer_batch"]) == t["infer_batch"]
-    assert "amp" not in d or d["amp"] == t["amp"]
-    d = defaults_of(student_infer.infer_store)
-    assert d.get("chunk", params["infer"]["chunk"]) == params["infer"]["chunk"]
+    checks = {
+        store.init_frame_store: ("shard_frames", "chunk_frames"),
+        store.create_frame_array: ("shard_frames", "chunk_frames"),
+        store.init_mask_store: ("shard_frames", "chunk_frames"),
+        ingest.ingest_source: ("shard_frames", "chunk_frames", "workers", "scheduler",
+                               "max_bad_fraction", "tracing_policy"),
+        student_infer.infer_store: ("chunk", "videos_per_batch", "device", "shard_frames",
+                                    "chunk_frames"),
+        student_infer.predict_videos: ("chunk",),
+        StudentNet: ("blocks", "layers_per_block", "hidden", "kernel_size", "skip"),
+        fit.fit_teacher: ("width", "depth", "epochs", "lr", "batch_size"),
+        build.make_teacher_dir: ("arch", "width", "depth", "epochs", "batch_size", "lr"),
+        infer.infer_teacher: ("batch_size", "amp", "scheduler", "workers"),
+        generate_set: ("n_train", "n_val", "n_test", "n_extra", "n_frames"),
+    }
+    for fn, keys in checks.items():
+        sig = inspect.signature(fn)
+        for k in keys:
+            if k in sig.parameters:
+                assert sig.parameters[k].default is inspect.Parameter.empty, \
+                    f"{fn.__qualname__}({k}=...) competes with params.yaml"
 
 
 def test_lock_holds_only_current_stages():

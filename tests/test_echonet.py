@@ -8,8 +8,9 @@ import pandas as pd
 import pytest
 
 from echodfkd.data.echonet import (
-    VideoError, chords_polygon_mask, decode_video, fill_polygon, read_filelist, read_tracings,
-    read_video, safe_video_path, skips_frame, split_tracing, tracing_masks, tracing_polygon_mask,
+    VideoError, chords_polygon_mask, chords_problem, decode_video, fill_polygon, outside_problem,
+    read_filelist, read_tracings, read_video, safe_video_path, skips_frame, split_tracing,
+    tracing_masks, tracing_polygon_mask,
 )
 from echodfkd.errors import InputError
 from videos import rectangle, smooth_frames, tracing, write_avi
@@ -229,7 +230,11 @@ def test_tracing_masks_refusals(tmp_path):
     assert len(skips) == 3 and all(s.kind == "tracing" for s in skips)
     assert "3 rows" in reasons["6"].reason
     assert "outside the video (20 frames)" in reasons["50"].reason
-    assert "NaN" in reasons["8"].reason
+    # frame 8's rows start on line 2 + 21 + 21 + 3 + 21 = 68; its 4th row (line 71) has an
+    # empty X1 (pandas writes NaN as an empty cell): quoted as the file has it, with the line
+    assert reasons["8"].reason == ("traced frame 8 has a coordinate that is not a finite number "
+                                   "(line 71: X1 '' (empty)): fix that row")
+    assert reasons["8"].row == 68
     assert reasons["6"].row == 2 + 21 + 21   # first line of frame 6's rows
 
 
@@ -339,6 +344,113 @@ def test_frame_without_a_tracing_is_refused(tmp_path):
     assert [(s.kind, s.row) for s in skips] == [("tracing", 2)]
     assert "frame 5 has 3 rows (lines 2-4: long axis + 2 chords) and no tracing" in \
         skips[0].reason
+
+
+def test_non_numeric_values_are_quoted_with_their_line(tmp_path):
+    # frame 2 (lines 2-22): X1 of its 3rd row (line 4) is "abc"; frame 9 (lines 23-43): good;
+    # frame 7 (line 44): Frame "7x"; frame 5 (lines 45-65): Y2 "NaN" on line 46.
+    a = tracing("v", 2, **A)
+    a[2] = ("v", "abc") + a[2][2:]
+    b = tracing("v", 5, **A)
+    b[1] = b[1][:4] + ("NaN", 5)
+    rows = a + ES_ROWS + [("v", 10.0, 20.0, 30.0, 20.0, "7x")] + b
+    tr = tracings_df(tmp_path, rows)
+    assert list(tr["unreadable"][:4]) == ["", "", "X1 'abc'", ""]
+    assert tr["unreadable"][42] == "Frame '7x'" and tr["unreadable"][44] == "Y2 'NaN'"
+    assert (tr["unreadable"] != "").sum() == 3
+    traced, skips = tracing_masks(tr, n_frames=12)
+    assert traced == []
+    assert [(s.kind, s.row, s.reason) for s in skips] == [
+        ("tracing", 2, "traced frame 2 has a coordinate that is not a finite number (line 4: "
+                       "X1 'abc'): fix that row"),
+        ("tracing", 44, "Frame is not an integer frame number (line 44: Frame '7x')"),
+        ("tracing", 45, "traced frame 5 has a coordinate that is not a finite number (line 46: "
+                        "Y2 'NaN'): fix that row"),
+        ("tracing", 23, "only one usable traced frame (9): ED and ES cannot be told apart")]
+
+
+def test_chords_problem_by_hand():
+    good = np.array([[10.0, y, 20.0, y] for y in (10, 12, 14)])
+    assert chords_problem(good) is None
+    assert chords_problem(np.array([[5.0, y, 5.0, y] for y in (10, 12, 14)])) == \
+        "all 3 chords have zero length (X1 == X2 and Y1 == Y2)"
+    assert chords_problem(np.repeat(good[:1], 3, axis=0)) == \
+        "all 3 chords are the same row (X1 10, Y1 10, X2 20, Y2 10)"
+    # three chords on the line y = 10: their ends enclose no area
+    assert chords_problem(np.array([[10.0, 10, 20, 10], [8, 10, 22, 10], [12, 10, 18, 10]])) \
+        == "the ends of all 3 chords lie on one line (they enclose no area)"
+
+
+# Frame 5 of each: a valid long axis (x = 40, y 10..70) with 20 chords that outline no area.
+MALFORMED = {
+    "zero length": ([("v", 40.0, 10.0 + 3 * k, 40.0, 10.0 + 3 * k, 5) for k in range(1, 21)],
+                    "all 20 chords have zero length (X1 == X2 and Y1 == Y2)"),
+    "identical": ([("v", 25.0, 40.0, 55.0, 40.0, 5)] * 20,
+                  "all 20 chords are the same row (X1 25, Y1 40, X2 55, Y2 40)"),
+    "one line": ([("v", 30.0 - k % 3, 40.0, 50.0 + k % 3, 40.0, 5) for k in range(20)],
+                 "the ends of all 20 chords lie on one line (they enclose no area)"),
+}
+AXIS5 = ("v", 40.0, 10.0, 40.0, 70.0, 5)
+
+
+@pytest.mark.parametrize("case", list(MALFORMED))
+def test_malformed_tracing_is_refused(tmp_path, case):
+    chords, why = MALFORMED[case]
+    # frame 2: A (lines 2-22, ED); frame 5: axis + malformed chords (lines 23-43); frame 9: ES
+    rows = tracing("v", 2, **A) + [AXIS5] + chords + ES_ROWS
+    assert [p.kind for p in split_tracing(np.array([r[1:5] for r in rows[21:42]]))] == \
+        ["tracing"]   # it looks like a complete tracing: a long axis + 20 chords
+    traced, skips = tracing_masks(tracings_df(tmp_path, rows), n_frames=12)
+    # before: frame 5 was accepted as a 2-20 pixel mask and became the ES frame
+    assert [(t.frame, t.phase) for t in traced] == [(2, "ED"), (9, "ES")]
+    assert np.array_equal(traced[0].mask, MASK_A)
+    assert [(s.file_name, s.file, s.row, s.kind) for s in skips] == \
+        [("v", "VolumeTracings.csv", 23, "tracing")]
+    assert skips[0].reason == (
+        f"traced frame 5 has 21 rows (lines 23-43: long axis + 20 chords, malformed: {why}) "
+        f"and no usable tracing: a malformed tracing outlines no area (its mask would be a "
+        f"line of a few pixels)")
+    # the skip report lists it
+    report = skips_frame(skips)
+    assert list(report.iloc[0]) == ["v", "VolumeTracings.csv", 23, "tracing", skips[0].reason]
+
+
+def test_malformed_tracing_beside_a_good_one_is_never_used(tmp_path):
+    chords, why = MALFORMED["zero length"]
+    for policy in ("first", "largest"):
+        ed, skips = masks_of(tmp_path, [AXIS5] + chords + tracing("v", 5, **A), policy)
+        assert np.array_equal(ed.mask, MASK_A) and ed.row == 23
+        assert [s.kind for s in skips] == ["note"]
+        assert skips[0].reason == (
+            f"traced frame 5 has 42 rows in 2 parts (lines 2-22: long axis + 20 chords, "
+            f"malformed: {why}; lines 23-43: long axis + 20 chords); used lines 23-43 "
+            f"(tracing_policy {policy})")
+
+
+def test_outside_problem_resolves_links(tmp_path):
+    root = tmp_path / "src"
+    (root / "Videos").mkdir(parents=True)
+    (root / "kept").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    for p in (root / "Videos" / "a.avi", root / "kept" / "b.avi", tmp_path / "elsewhere" / "c.avi"):
+        p.write_bytes(b"x")
+    try:
+        (root / "Videos" / "b.avi").symlink_to(root / "kept" / "b.avi")
+    except OSError:
+        pytest.skip("symbolic links are not supported here")
+    (root / "Videos" / "c.avi").symlink_to(tmp_path / "elsewhere" / "c.avi")
+    (root / "Videos" / "d.avi").symlink_to("../../elsewhere/c.avi")     # relative link
+    (root / "Videos" / "e.avi").symlink_to(tmp_path / "elsewhere" / "gone.avi")   # dangling
+    assert outside_problem(root, root / "Videos" / "a.avi") is None
+    assert outside_problem(root, root / "Videos" / "b.avi") is None   # stays inside root
+    outside = str(tmp_path / "elsewhere" / "c.avi")
+    for name, target in (("c", outside), ("d", outside),
+                         ("e", str(tmp_path / "elsewhere" / "gone.avi"))):
+        path = root / "Videos" / f"{name}.avi"
+        assert outside_problem(root, path) == (
+            f"{str(path)!r} resolves to {target!r} (a symbolic link), outside the source "
+            f"folder {str(root)!r}: copy the file into the source folder (links must stay "
+            f"inside it)")
 
 
 @pytest.mark.parametrize("angle", [0, 30, 75, 90, 140, 200, 315])

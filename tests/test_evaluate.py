@@ -14,6 +14,8 @@ from echodfkd.evaluation import metrics as M
 from echodfkd.data import store
 from echodfkd.errors import InputError
 from echodfkd.data.store import open_frames, write_uncovered_masks
+from echodfkd.cli import run
+from params import write_params
 
 ROOT = Path(__file__).resolve().parents[1]
 T = 32
@@ -281,10 +283,23 @@ def test_panels_and_curve_table(source, tmp_path):
     assert len(ov) == 2 and ov[0].image.shape == (112, 112) and ov[0].teacher is None
 
 
-def stage_tree(tmp_path, source):
+EVALUATE = {"source": "real", "split": "TEST", "agreement_source": "synthetic",
+            "agreement_split": "TEST", "threshold": 0.5, "n_examples": 4,
+            "sources": ["real", "synthetic"]}
+
+
+def stage_params(tmp_path, monkeypatch, **over):
+    """Run the stage in ``tmp_path``, whose params.yaml is the project's with ``EVALUATE``
+    and ``over`` in ``evaluate``."""
+    write_params(tmp_path, evaluate={**EVALUATE, **over})
+    monkeypatch.chdir(tmp_path)
+
+
+def stage_tree(tmp_path, source, monkeypatch, **over):
     """frames/, student/, teacher/ folders as the pipeline lays them out: real (the VIDEOS
     fixture) and synthetic (two videos); the student is one frame late on real, exact on
-    synthetic; the teacher is the ground truth. Returns the stage's common arguments."""
+    synthetic; the teacher is the ground truth. Writes params.yaml (``EVALUATE`` with
+    ``over``) and runs in ``tmp_path``. Returns the stage's common arguments."""
     for d in ("frames", "student", "teacher"):
         (tmp_path / d).mkdir(exist_ok=True)
     real = store.open_frames(source.path)
@@ -299,12 +314,11 @@ def stage_tree(tmp_path, source):
                                                   "blocks": 2, "layers_per_block": 1,
                                                   "hidden": 4}))
     (tmp_path / "tc.json").write_text(json.dumps({"weights": 40_000_000, "flops": 8e9}))
-    return ["--name", "b2-l1-h4", "--source", "real", "--split", "TEST",
-            "--agreement-source", "synthetic", "--agreement-split", "TEST",
+    stage_params(tmp_path, monkeypatch, **over)
+    return ["--name", "b2-l1-h4",
             "--frames-dir", str(tmp_path / "frames"), "--pred-dir", str(tmp_path / "student"),
-            "--teacher-dir", str(tmp_path / "teacher"), "--threshold", "0.5",
-            "--n-examples", "4", "--student-cost", str(tmp_path / "sc.json"),
-            "--out", str(tmp_path / "out")]
+            "--teacher-dir", str(tmp_path / "teacher"),
+            "--student-cost", str(tmp_path / "sc.json"), "--out", str(tmp_path / "out")]
 
 
 @pytest.fixture
@@ -320,8 +334,8 @@ def all_finite_numbers(d: dict) -> bool:
     return all(isinstance(v, (int, float)) and math.isfinite(v) for v in d.values())
 
 
-def test_evaluate_stage_end_to_end(frames_dir_source, tmp_path):
-    args = stage_tree(tmp_path, frames_dir_source)
+def test_evaluate_stage_end_to_end(frames_dir_source, tmp_path, monkeypatch):
+    args = stage_tree(tmp_path, frames_dir_source, monkeypatch)
     out = tmp_path / "out"
     (out / "plots").mkdir(parents=True)
     (out / "stale.json").write_text("{}")            # left by an older run: must disappear
@@ -352,8 +366,9 @@ def test_evaluate_stage_end_to_end(frames_dir_source, tmp_path):
 TEACHER_KEY = ("teacher_", "_teacher", "_teacher_ref", "agreement")
 
 
-def test_evaluate_stage_on_an_evaluation_only_source(frames_dir_source, tmp_path, caplog):
-    args = stage_tree(tmp_path, frames_dir_source)
+def test_evaluate_stage_on_an_evaluation_only_source(frames_dir_source, tmp_path, caplog,
+                                                       monkeypatch):
+    args = stage_tree(tmp_path, frames_dir_source, monkeypatch)
     # the teacher stage records that it does not label real (sources.real.teacher: false)
     write_uncovered_masks(tmp_path / "teacher" / "real.zarr", frames_dir_source, "eval only")
     caplog.set_level(logging.INFO)
@@ -382,7 +397,7 @@ def test_evaluate_stage_on_an_evaluation_only_source(frames_dir_source, tmp_path
     assert "agreement source 'synthetic' is not labelled by the teacher (labelled: [])" in caplog.text
 
 
-def test_evaluate_stage_undefined_values_are_absent(tmp_path, caplog):
+def test_evaluate_stage_undefined_values_are_absent(tmp_path, caplog, monkeypatch):
     # one scorable video: ef_r is undefined -> absent from metrics.json, said in the log
     fs = build_source(tmp_path / "frames" / "real.zarr", VIDEOS[:1])
     (tmp_path / "student").mkdir()
@@ -390,12 +405,12 @@ def test_evaluate_stage_undefined_values_are_absent(tmp_path, caplog):
     (tmp_path / "sc.json").write_text(json.dumps({"weights": 1, "flops": 2, "blocks": 1,
                                                   "layers_per_block": 1, "hidden": 1}))
     write_uncovered_masks(tmp_path / "none" / "real.zarr", fs, "eval only")
+    stage_params(tmp_path, monkeypatch, agreement_source="real", n_examples=1,
+                 sources=["real"])
     caplog.set_level(logging.INFO)
     evaluate_main()([
-        "--name", "s", "--source", "real", "--split", "TEST", "--agreement-source", "real",
-        "--agreement-split", "TEST", "--frames-dir", str(tmp_path / "frames"),
+        "--name", "s", "--frames-dir", str(tmp_path / "frames"),
         "--pred-dir", str(tmp_path / "student"), "--teacher-dir", str(tmp_path / "none"),
-        "--threshold", "0.5", "--n-examples", "1",
         "--student-cost", str(tmp_path / "sc.json"), "--teacher-cost", str(tmp_path / "x"),
         "--out", str(tmp_path / "out")])
     m = json.loads((tmp_path / "out" / "metrics.json").read_text())
@@ -404,19 +419,41 @@ def test_evaluate_stage_undefined_values_are_absent(tmp_path, caplog):
     assert "ef_r" not in json.loads((tmp_path / "out" / "point.json").read_text())
 
 
-def test_evaluate_stage_bad_cost_file_names_it(frames_dir_source, tmp_path):
-    args = stage_tree(tmp_path, frames_dir_source)
+def test_evaluate_stage_bad_cost_file_names_it(frames_dir_source, tmp_path, monkeypatch):
+    args = stage_tree(tmp_path, frames_dir_source, monkeypatch)
     (tmp_path / "sc.json").write_text(json.dumps({"weights": 1000, "flops": 5000}))
     with pytest.raises(InputError, match=r"sc.json: no number under \['blocks'"):
         evaluate_main()(args + ["--teacher-cost", "x"])
 
 
-def test_evaluate_stage_outputs_only_teacher_cost_is_left_out(frames_dir_source, tmp_path):
+def test_evaluate_stage_outputs_only_teacher_cost_is_left_out(frames_dir_source, tmp_path,
+                                                               monkeypatch):
     """An outputs-only teacher's cost.json holds nulls (its model is unknown): no teacher cost
     keys, the teacher's scores are still there."""
-    args = stage_tree(tmp_path, frames_dir_source)
+    args = stage_tree(tmp_path, frames_dir_source, monkeypatch)
     (tmp_path / "tc.json").write_text(json.dumps({"weights": None, "flops": None}))
     evaluate_main()(args + ["--teacher-cost", str(tmp_path / "tc.json")])
     m = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert "teacher_weights" not in m and "teacher_flops" not in m
     assert m["teacher_dice_ed"] == 1.0 and all_finite_numbers(m)
+
+
+@pytest.mark.parametrize("over, message", [
+    ({"threshold": 1.5}, "params.yaml: evaluate: threshold must be in (0, 1), got 1.5: fix "
+                         "evaluate.threshold in params.yaml"),
+    ({"threshold": 0}, "params.yaml: evaluate: threshold must be in (0, 1), got 0.0"),
+    ({"threshold": "high"}, "params.yaml: evaluate.threshold must be a number, got 'high'"),
+    ({"n_examples": -1}, "params.yaml: evaluate: evaluate.n_examples must be >= 0, got -1"),
+    ({"sources": ["synthetic"]}, "params.yaml: evaluate: evaluate.source 'real' is not among "
+                                 "evaluate.sources ['synthetic']"),
+    ({"split": None}, "params.yaml: evaluate.split must be a string, got None"),
+])
+def test_evaluate_stage_bad_params_value_is_one_line(frames_dir_source, tmp_path, monkeypatch,
+                                                     capsys, over, message):
+    args = stage_tree(tmp_path, frames_dir_source, monkeypatch, **over)
+    with pytest.raises(SystemExit) as exit:
+        run(evaluate_main(), args + ["--teacher-cost", str(tmp_path / "tc.json")])
+    assert exit.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {message}") and err.count("\n") == 1, err
+    assert "Traceback" not in err and not (tmp_path / "out").exists()

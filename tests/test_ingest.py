@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import re
 import runpy
 from pathlib import Path
@@ -15,7 +16,7 @@ from echodfkd.cli import run
 from echodfkd.data.echonet import read_tracings, read_video, tracing_masks
 from echodfkd.errors import InputError
 from echodfkd.data.ingest import IngestError, ingest_source
-from echodfkd.data.store import open_frames, partial_path
+from echodfkd.data.store import StoreWriteError, open_frames, partial_path
 from videos import rectangle, smooth_frames, tracing, write_avi
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -360,3 +361,156 @@ def test_library_rejects_bad_settings(tmp_path):
                {"batch_videos": 0}, {"workers": -1}, {"tracing_policy": "all"}):
         with pytest.raises(InputError):
             ingest(root, tmp_path / "o.zarr", **kw)
+
+
+def test_video_links_outside_the_source_are_bad_rows(tmp_path):
+    root = make_source(tmp_path / "src")
+    outside = tmp_path / "elsewhere" / "v1.avi"
+    outside.parent.mkdir()
+    (root / "Videos" / "v1.avi").rename(outside)
+    (root / "kept").mkdir()
+    (root / "Videos" / "v3.avi").rename(root / "kept" / "v3.avi")
+    try:
+        (root / "Videos" / "v1.avi").symlink_to(outside)        # leaves the source: refused
+    except OSError:
+        pytest.skip("symbolic links are not supported here")
+    (root / "Videos" / "v3.avi").symlink_to("../kept/v3.avi")  # stays inside: read
+    report = ingest(root, tmp_path / "out.zarr", max_bad_fraction=0.5,
+                    skipped_path=tmp_path / "skipped.csv")
+    assert list(open_frames(tmp_path / "out.zarr").index["FileName"]) == ["v0", "v2", "v3"]
+    assert report.bad == 1 and report.rows == 4
+    skipped = pd.read_csv(tmp_path / "skipped.csv")
+    bad = skipped[skipped["FileName"] == "v1"]
+    link = str(root / "Videos" / "v1.avi")
+    assert [tuple(r) for r in bad.itertuples(index=False)] == [
+        ("v1", "Videos/v1.avi", 3, "video",
+         f"video file {link!r} resolves to {str(outside)!r} (a symbolic link), outside the "
+         f"source folder {str(root)!r}: copy the file into the source folder (links must stay "
+         f"inside it)")]
+    # with the default max_bad_fraction (5%) that one bad row of 4 stops the stage
+    with pytest.raises(IngestError, match=r"1 of 4 FileList rows .* by kind: \{'video': 1\}"):
+        ingest(root, tmp_path / "out2.zarr")
+
+
+def test_malformed_and_non_numeric_tracings_reach_the_skip_report(tmp_path):
+    root = make_source(tmp_path / "src", videos=VIDEOS[:3])
+    zero = [("v0.avi", 40.0, 10.0, 40.0, 70.0, 5)] + [
+        ("v0.avi", 40.0, 10.0 + 3 * k, 40.0, 10.0 + 3 * k, 5) for k in range(1, 21)]
+    v2 = tracing("v2.avi", 5, cx=60, top=30, bottom=90, half_width=10)
+    v2[4] = ("v2.avi", 50.0, 42.0, "12,5", 42.0, 5)       # a decimal comma, quoted by to_csv
+    rows = (tracing("v0.avi", 2, cx=40, top=10, bottom=70, half_width=15)   # lines 2-22
+            + zero                                                          # lines 23-43
+            + tracing("v0.avi", 8, cx=40, top=20, bottom=60, half_width=8)  # lines 44-64
+            + v2                                                            # lines 65-85
+            + tracing("v2.avi", 1, cx=60, top=10, bottom=110, half_width=30))
+    pd.DataFrame(rows, columns=["FileName", "X1", "Y1", "X2", "Y2", "Frame"]).to_csv(
+        root / "VolumeTracings.csv", index=False)
+    ingest(root, tmp_path / "out.zarr", skipped_path=tmp_path / "skipped.csv")
+    traced = open_frames(tmp_path / "out.zarr").traced
+    # v0: frame 5 (malformed) is not traced, ED 2 and ES 8 are; v2: frame 5 (refused) leaves
+    # one usable frame, so v2 has no traced frames
+    assert [tuple(r) for r in traced[["FileName", "frame", "phase"]].itertuples(index=False)] \
+        == [("v0", 2, "ED"), ("v0", 8, "ES")]
+    skipped = pd.read_csv(tmp_path / "skipped.csv")
+    assert [tuple(r) for r in skipped.itertuples(index=False)] == [
+        ("v0", "VolumeTracings.csv", 23, "tracing",
+         "traced frame 5 has 21 rows (lines 23-43: long axis + 20 chords, malformed: all 20 "
+         "chords have zero length (X1 == X2 and Y1 == Y2)) and no usable tracing: a malformed "
+         "tracing outlines no area (its mask would be a line of a few pixels)"),
+        ("v2", "VolumeTracings.csv", 65, "tracing",
+         "traced frame 5 has a coordinate that is not a finite number (line 69: X2 '12,5'): "
+         "fix that row"),
+        ("v2", "VolumeTracings.csv", 86, "tracing",
+         "only one usable traced frame (1): ED and ES cannot be told apart")]
+
+
+def _fail_shard_writes(monkeypatch, code: int, after: int = 1) -> list:
+    """Make zarr's file writes of frame shards fail with OSError ``code`` once ``after`` shard
+    files were written (as a full disk would); returns the paths that were refused."""
+    import zarr.storage._local as local
+
+    real, written, refused = local._put, [], []
+
+    def put(path, value, exclusive=False):
+        if "frames" in Path(path).parts and "c" in Path(path).parts:
+            if len(written) >= after:
+                refused.append(path)
+                raise OSError(code, {errno.ENOSPC: "No space left on device",
+                                     errno.EFBIG: "File too large"}[code])
+            written.append(path)
+        return real(path, value, exclusive)
+
+    monkeypatch.setattr(local, "_put", put)
+    return refused
+
+
+@pytest.mark.parametrize("code, name, text, fix", [
+    (errno.ENOSPC, "ENOSPC", "No space left on device", "free disk space on that file system"),
+    (errno.EFBIG, "EFBIG", "File too large", "raise the file-size limit (ulimit -f) or write "
+                                              "smaller files (for stores: lower shard_frames)"),
+])
+def test_disk_full_is_one_line_and_leaves_no_store(tmp_path, monkeypatch, capsys, code, name,
+                                                   text, fix):
+    root = make_source(tmp_path / "src")
+    out, skipped = tmp_path / "frames" / "real.zarr", tmp_path / "skipped.csv"
+    skipped.write_text("old report\n")
+    refused = _fail_shard_writes(monkeypatch, code)
+    with pytest.raises(StoreWriteError) as err:
+        ingest(root, out, skipped_path=skipped)       # 42 frames, 16 per shard: 3 shards
+    assert refused and isinstance(err.value, InputError)
+    assert isinstance(err.value.__cause__, OSError) and err.value.__cause__.errno == code
+    message = str(err.value)
+    assert message == (
+        f"cannot write the frame store {str(out)!r}: {name} [Errno {code}] {text}; {fix}, then "
+        f"rerun (the partial store {str(partial_path(out))!r} is removed; {str(out)!r} is as it "
+        f"was)")
+    assert not out.exists() and not partial_path(out).exists()
+    assert skipped.read_text() == "old report\n"
+    # through a stage's entry point: one line, exit status 1
+    with pytest.raises(SystemExit) as exit_:
+        run(lambda argv: ingest(root, out, skipped_path=skipped), [])
+    assert exit_.value.code == 1
+    assert capsys.readouterr().err == f"error: {message}\n"
+    assert not out.exists() and not partial_path(out).exists()
+
+
+def test_disk_full_keeps_the_previous_complete_store(tmp_path, monkeypatch):
+    root = make_source(tmp_path / "src")
+    out = tmp_path / "out.zarr"
+    ingest(root, out)
+    before = open_frames(out)
+    fingerprint, frames = before.fingerprint, before.frames[:]
+    real_finish = ingest_module.finish_frame_store
+
+    def finish(*args, **kw):   # the last write: the index attributes
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ingest_module, "finish_frame_store", finish)
+    with pytest.raises(StoreWriteError, match=re.escape(
+            f"cannot write the frame store {str(out)!r}: ENOSPC [Errno 28] No space left on "
+            f"device; free disk space on that file system, then rerun")):
+        ingest(root, out)
+    monkeypatch.setattr(ingest_module, "finish_frame_store", real_finish)
+    after = open_frames(out)                     # the old store, whole and unchanged
+    assert after.fingerprint == fingerprint and np.array_equal(after.frames[:], frames)
+    assert not partial_path(out).exists()
+
+
+def test_disk_full_writing_the_skip_report(tmp_path, monkeypatch):
+    root = make_source(tmp_path / "src")
+    skipped = tmp_path / "skipped.csv"
+    skipped.write_text("old report\n")
+    real_write = Path.write_bytes
+
+    def write_bytes(self, data):
+        real_write(self, data[:10])              # a partial write, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", write_bytes)
+    with pytest.raises(StoreWriteError, match=re.escape(
+            f"cannot write the skip report {str(skipped)!r}: ENOSPC [Errno 28] No space left "
+            f"on device; free disk space on that file system, then rerun; the old report (if "
+            f"any) is as it was")):
+        ingest(root, tmp_path / "out.zarr", skipped_path=skipped)
+    assert skipped.read_text() == "old report\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["skipped.csv", "src"]

@@ -7,9 +7,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
+from echodfkd.cli import run
 from echodfkd.evaluation import pareto
 from echodfkd.errors import InputError
+from params import write_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -114,23 +117,6 @@ def test_point_record_drops_undefined_scores(tmp_path):
     assert pareto.stale_reports(tmp_path, ["b1-l1-h4"]) == ["broken"]
 
 
-def test_table_parses_dvc_unpacked_dicts():
-    tokens = ["--student.blocks", "3", "--student.hidden", "6", "--b3-l1-h3.blocks", "3",
-              "--b3-l1-h3.skip", "--b3-l1-h3.hidden", "3", "--v1.2.sizes", "1", "2"]
-    assert pareto.table(tokens) == {
-        "student": {"blocks": "3", "hidden": "6"},
-        "b3-l1-h3": {"blocks": "3", "skip": True, "hidden": "3"},
-        "v1.2": {"sizes": "1 2"}}                          # the name is up to the last dot
-    assert pareto.table([]) == {}
-    with pytest.raises(InputError, match="expected --<name>.<key>, got 'stray'"):
-        pareto.table(["stray", "--a.b", "1"])
-    with pytest.raises(InputError, match="expected --<name>.<key>, got '--blocks'"):
-        pareto.table(["--blocks", "3"])
-    # DVC's other unpacking modes: boolean_optional and list append
-    assert pareto.table(["--no-s.skip", "--s.on", "--s.l", "1", "--s.l", "2"]) == {
-        "s": {"skip": False, "on": True, "l": "1 2"}}
-
-
 def test_check_against_table():
     r = [dict(rows()[0], name="big", source="reports/big/point.json")]
     pareto.check_against_table(r, {"big": {"blocks": "4", "hidden": "4"}})
@@ -142,37 +128,49 @@ STUDENTS = {"student": "b3_l3_h12", "b1-l1-h4": "b1_l1_h4", "b1-l2-h4": "b1_l1_h
             "b2-l1-h4": "b2_l1_h4", "b2-l2-h4": "b2_l2_h4"}
 
 
-def write_reports(tmp_path, teacher_metrics: dict) -> list[str]:
+def write_reports(tmp_path, teacher_metrics: dict) -> dict[str, dict]:
     """Student folders as the evaluate stages leave them (one more, 'old', for a student no
-    longer in the table); returns the students table as DVC unpacks it."""
+    longer in the table); returns the students table: stage name -> shape."""
     by_name = {r["name"]: r for r in rows()}
-    tokens = []
+    table = {}
     for i, (n, like) in enumerate(STUDENTS.items()):
         r = dict(by_name[like], name=n, weights=by_name[like]["weights"] + i)
         pareto.write_point(pareto.point_file(tmp_path / "students", n), r)
-        tokens += [f"--{n}.blocks", str(r["blocks"]), f"--{n}.layers_per_block",
-                   str(r["layers_per_block"]), f"--{n}.hidden", str(r["hidden"]),
-                   f"--{n}.kernel_size", "3"]
+        table[n] = {"blocks": r["blocks"], "layers_per_block": r["layers_per_block"],
+                    "hidden": r["hidden"], "kernel_size": 3, "skip": False}
     pareto.write_point(pareto.point_file(tmp_path / "students", "old"),
                        dict(rows()[0], name="old"))
     (tmp_path / "students" / "student" / "metrics.json").write_text(json.dumps(
         {"dice": 0.9, **teacher_metrics}))
-    return tokens
+    return table
 
 
-def run_report(tmp_path, table: list[str]):
+def write_table(folder, table: dict[str, dict]) -> None:
+    """``<folder>/params.yaml``: the project's, with the students table replaced by ``table``
+    (the main ``student`` in ``student``, the others as ``grid`` rows)."""
+    path = write_params(folder)
+    values = yaml.safe_load(path.read_text())
+    values["student"] = table.get("student", values["student"])
+    values["grid"] = {n: shape for n, shape in table.items() if n != "student"}
+    values["students"] = {n: "student" if n == "student" else f"grid.{n}" for n in table}
+    path.write_text(yaml.safe_dump(values, sort_keys=False))
+
+
+def run_report(tmp_path, monkeypatch, table: dict[str, dict], runner=None):
+    write_table(tmp_path, table)
+    monkeypatch.chdir(tmp_path)
     main = runpy.run_path(str(ROOT / "stages" / "pareto_report.py"))["main"]
-    main(["--reports", str(tmp_path / "students"), "--main", "student",
-          "--csv", str(tmp_path / "pareto.csv"), "--plot", str(tmp_path / "pareto.png"),
-          "--agreement-plot", str(tmp_path / "af.png"), "--summary", str(tmp_path / "s.json"),
-          *table])
+    argv = ["--reports", str(tmp_path / "students"), "--main", "student",
+            "--csv", str(tmp_path / "pareto.csv"), "--plot", str(tmp_path / "pareto.png"),
+            "--agreement-plot", str(tmp_path / "af.png"), "--summary", str(tmp_path / "s.json")]
+    return runner(main, argv) if runner else main(argv)
 
 
-def test_pareto_report_stage(tmp_path, caplog):
+def test_pareto_report_stage(tmp_path, caplog, monkeypatch):
     table = write_reports(tmp_path, {"teacher_dice": 0.92, "teacher_weights": 39_600_000,
                                      "teacher_flops": 7.8e9})
     caplog.set_level(logging.INFO)
-    run_report(tmp_path, table)
+    run_report(tmp_path, monkeypatch, table)
     assert "ignoring ['old']" in caplog.text
     df = pd.read_csv(tmp_path / "pareto.csv")
     assert sorted(df["name"]) == sorted(STUDENTS)
@@ -184,14 +182,38 @@ def test_pareto_report_stage(tmp_path, caplog):
     assert s["gap_best"] == pytest.approx(0.02) and s["gap_main"] == pytest.approx(0.02)
     assert s["rho_dice_vs_dice_teacher_ref"] == pytest.approx(1.0)
     # a student in the table without a report
+    b9 = {"blocks": 9, "layers_per_block": 9, "hidden": 9, "kernel_size": 3, "skip": False}
     with pytest.raises(InputError, match="b9-l9-h9/point.json"):
-        run_report(tmp_path, table + ["--b9-l9-h9.blocks", "9"])
+        run_report(tmp_path, monkeypatch, {**table, "b9-l9-h9": b9})
     # the table changed a student after its report was written
     with pytest.raises(InputError, match="hidden is 4 but params.yaml says 8"):
-        run_report(tmp_path, [t if t != "4" else "8" for t in table])
+        run_report(tmp_path, monkeypatch, {n: dict(shape, hidden=8 if shape["hidden"] == 4
+                                                   else shape["hidden"])
+                                           for n, shape in table.items()})
+    # the main student is not in the table
+    with pytest.raises(InputError, match=r"--main 'student' is not in params.yaml students"):
+        run_report(tmp_path, monkeypatch, {n: s for n, s in table.items() if n != "student"})
 
 
-def test_pareto_report_stage_without_teacher_scores(tmp_path, caplog):
+@pytest.mark.parametrize("row, message", [
+    ({"blocks": 0}, "params.yaml: grid.b0-l1-h2: blocks must be >= 1, got 0"),
+    ({"kernel_size": 2}, "params.yaml: grid.b0-l1-h2: kernel_size must be odd, got 2"),
+    ({"hidden": "2"}, "params.yaml: grid.b0-l1-h2.hidden must be an integer, got '2'"),
+    ({"skip": None}, "params.yaml: grid.b0-l1-h2.skip must be true or false, got None"),
+])
+def test_pareto_report_stage_bad_row_is_named(tmp_path, monkeypatch, capsys, row, message):
+    table = write_reports(tmp_path, {})
+    table["b0-l1-h2"] = {"blocks": 1, "layers_per_block": 1, "hidden": 2, "kernel_size": 3,
+                         "skip": False, **row}
+    with pytest.raises(SystemExit) as exit:
+        run_report(tmp_path, monkeypatch, table, runner=run)
+    assert exit.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {message}") and err.count("\n") == 1, err
+    assert not (tmp_path / "pareto.csv").exists() and not (tmp_path / "s.json").exists()
+
+
+def test_pareto_report_stage_without_teacher_scores(tmp_path, caplog, monkeypatch):
     table = write_reports(tmp_path, {})
     for n in STUDENTS:      # the evaluated source had no teacher masks
         f = pareto.point_file(tmp_path / "students", n)
@@ -199,7 +221,7 @@ def test_pareto_report_stage_without_teacher_scores(tmp_path, caplog):
         pareto.write_point(f, {k: v for k, v in r.items()
                                if "teacher" not in k and k != "agreement"})
     caplog.set_level(logging.INFO)
-    run_report(tmp_path, table)
+    run_report(tmp_path, monkeypatch, table)
     s = json.loads((tmp_path / "s.json").read_text())
     assert not [k for k in s if "teacher" in k or "gap" in k or k.startswith("rho_")]
     assert s["main_dice"] == 0.9 and s["best_student"] == "student"

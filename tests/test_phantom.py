@@ -1,4 +1,4 @@
-"""Tests for the echo phantom (echodfkd/data/phantom.py) and its stage script."""
+"""Tests for the echo phantom (echodfkd/data/phantom/) and its stage script."""
 
 from __future__ import annotations
 
@@ -14,6 +14,9 @@ import pytest
 
 from echodfkd.data import phantom as P
 from echodfkd.data.echonet import read_video
+from echodfkd.data.phantom.heart import _es_scale
+from echodfkd.data.store import partial_path
+from params import write_params
 
 ROOT = Path(__file__).resolve().parents[1]
 N_FRAMES = 24
@@ -95,7 +98,7 @@ def test_video_does_not_depend_on_set_size():
 
 
 def test_real_layout(real_set):
-    assert not P.partial_path(real_set).exists()
+    assert not partial_path(real_set).exists()
     fl = pd.read_csv(real_set / "FileList.csv")
     assert list(fl.columns) == P.FILELIST_COLUMNS
     assert len(fl) == 6
@@ -230,7 +233,7 @@ def test_ef_consistent_with_volumes_and_areas(tmp_path):
 
 def test_volume_matches_discs():
     h = P.make_video("real", 1, "TRAIN", 0, N_FRAMES)["heart"]
-    sl, sw = P._es_scale(h)
+    sl, sw = _es_scale(h)
     edv = P.volume_ml(h.length_ed, h.width_ed, h)
     esv = P.volume_ml(h.length_ed * sl, h.width_ed * sw, h)
     assert esv / edv == pytest.approx(1 - h.ef / 100, abs=1e-6)
@@ -278,11 +281,43 @@ def test_regenerate_replaces(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]
 
 
+STAGE_SET = {"style": "synthetic", "seed": 4, "train": 2, "val": 1, "test": 1, "extra": 1,
+             "frames": 20}
+
+
+def run_stage(tmp_path, name: str, **over) -> subprocess.CompletedProcess:
+    """Run stages/phantom.py --set ``name`` in ``tmp_path``, whose params.yaml is the
+    project's with ``phantom.syn`` = ``STAGE_SET`` and ``over``."""
+    write_params(tmp_path, phantom={"syn": {**STAGE_SET, **over}})
+    cmd = [sys.executable, str(ROOT / "stages" / "phantom.py"), "--set", name,
+           "--out", str(tmp_path / "raw" / name), "--preview",
+           str(tmp_path / "rep" / f"{name}.png"), "--no-progress"]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+
+
 def test_stage_script(tmp_path):
     out, png = tmp_path / "raw" / "syn", tmp_path / "rep" / "syn.png"
-    cmd = [sys.executable, str(ROOT / "stages" / "phantom.py"), "--out", str(out),
-           "--preview", str(png), "--style", "synthetic", "--seed", "4", "--train", "2",
-           "--val", "1", "--test", "1", "--extra", "1", "--frames", "20", "--no-progress"]
-    res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    res = run_stage(tmp_path, "syn")
     assert res.returncode == 0, res.stderr
-    assert len(pd.read_csv(out / "FileList.csv")) == 5 and png.is_file()
+    fl = pd.read_csv(out / "FileList.csv")
+    assert len(fl) == 5 and png.is_file()
+    assert fl["Split"].value_counts().to_dict() == {"TRAIN": 2, "VAL": 1, "TEST": 1,
+                                                    "EXTRA": 1}
+    assert (fl["NumberOfFrames"] == 20).all()
+
+
+@pytest.mark.parametrize("name, over, message", [
+    ("syn", {"style": "cartoon"},
+     "params.yaml: phantom.syn: style must be one of ['real', 'synthetic'], got 'cartoon'"),
+    ("syn", {"frames": 1}, "params.yaml: phantom.syn: frames must be >= 2 per video, got 1"),
+    ("syn", {"val": -1}, "params.yaml: phantom.syn: val must be >= 0 videos, got -1"),
+    ("syn", {"seed": 1.5}, "params.yaml: phantom.syn.seed must be an integer, got 1.5"),
+    ("nope", {}, "params.yaml: phantom.nope is missing"),
+])
+def test_stage_script_bad_params_value_is_one_line(tmp_path, name, over, message):
+    res = run_stage(tmp_path, name, **over)
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    lines = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert lines == [res.stderr.strip().splitlines()[-1]], res.stderr
+    assert lines[0].startswith(f"error: {message}"), res.stderr
+    assert not (tmp_path / "raw").exists() and not (tmp_path / "rep").exists()

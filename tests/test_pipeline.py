@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -33,13 +34,12 @@ TINY = {
     "teacher": {"epochs": 3},
     "train": {"epochs": 2, "steps_per_epoch": 3, "batch": 2, "sequence_length": 8},
 }
-# Replaced whole: the main student and one grid point.
-STUDENTS = {
-    "student": {"blocks": 2, "layers_per_block": 1, "hidden": 3, "kernel_size": 3,
-                "skip": False},
-    "b2-l1-h2": {"blocks": 2, "layers_per_block": 1, "hidden": 2, "kernel_size": 3,
-                 "skip": False},
-}
+# Replaced whole: the main student and one grid row.
+STUDENT = {"blocks": 2, "layers_per_block": 1, "hidden": 3, "kernel_size": 3, "skip": False}
+GRID = {"b2-l1-h2": {"blocks": 2, "layers_per_block": 1, "hidden": 2, "kernel_size": 3,
+                     "skip": False}}
+STUDENTS = {"student": "student", "b2-l1-h2": "grid.b2-l1-h2"}
+RAN = re.compile(r"Running stage '([^']+)'")
 TEACHER_KEYS = ("teacher_", "_teacher", "_teacher_ref", "agreement_")
 
 
@@ -52,8 +52,14 @@ def _merge(base: dict, over: dict) -> dict:
     return base
 
 
+def _trace_file(cwd: Path) -> Path:
+    """Where the stages of a clone record the params they declare and read (outside it)."""
+    return cwd.parent / f"{cwd.name}-params-trace.jsonl"
+
+
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ)
+    env["ECHODFKD_PARAMS_TRACE"] = str(_trace_file(cwd))
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     env["DVC_NO_ANALYTICS"] = "1"
     proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
@@ -91,7 +97,7 @@ def _default_params() -> dict:
 @pytest.fixture(scope="module")
 def clone(tmp_path_factory) -> Path:
     params = _merge(_default_params(), TINY)
-    params["students"] = STUDENTS
+    params.update(student=STUDENT, grid=GRID, students=STUDENTS)
     return _clone(tmp_path_factory.mktemp("clone"), params)
 
 
@@ -123,8 +129,26 @@ def test_repro_builds_everything_then_is_up_to_date(clone: Path):
 
 
 @pytest.mark.slow
+def test_no_stage_reads_a_param_it_does_not_declare(clone: Path):
+    """Every key a stage script declared or read while `dvc repro` ran it lies under that
+    stage's params in dvc.lock, so DVC reruns the stage whenever a value it reads changes."""
+    lock = yaml.safe_load((clone / "dvc.lock").read_text())["stages"]
+    by_cmd = {st["cmd"]: (name, [k for f in st.get("params", {}).values() for k in f])
+              for name, st in lock.items()}
+    rows = [json.loads(line) for line in _trace_file(clone).read_text().splitlines()]
+    seen = set()
+    for row in rows:
+        cmd = "python " + " ".join(row["argv"])
+        assert cmd in by_cmd, cmd
+        name, declared = by_cmd[cmd]
+        key = row.get("read", row.get("declared"))
+        assert any(key == d or key.startswith(d + ".") for d in declared), (name, key, declared)
+        seen.add(name)
+    assert seen == set(lock), set(lock) - seen   # every stage read its values this way
+
+@pytest.mark.slow
 def test_editing_metrics_code_reruns_evaluation_only(clone: Path):
-    metrics_py = clone / "echodfkd" / "metrics.py"
+    metrics_py = clone / "echodfkd" / "evaluation" / "metrics.py"
     original = metrics_py.read_text()
     try:
         metrics_py.write_text(original + "\n# an edit\n")
@@ -142,12 +166,19 @@ def test_editing_metrics_code_reruns_evaluation_only(clone: Path):
 def test_exp_run_with_param_then_metrics_diff(clone: Path):
     _run([*GIT, "add", "-A"], clone)
     _run([*GIT, "commit", "-qm", "baseline", "--allow-empty"], clone)
-    out = _run(["dvc", "exp", "run", "-S", "students.student.hidden=4"], clone).stdout
-    # only the main student is retrained: the grid point's stages are unchanged
-    assert "train@student" in out and "Running stage 'train@b2-l1-h2'" not in out, out
+    out = _run(["dvc", "exp", "run", "-S", "student.hidden=16"], clone).stdout
+    # only the main student's stages and the report rerun
+    assert set(RAN.findall(out)) == {"train@student", "infer@student-real",
+                                     "infer@student-synthetic", "evaluate@student",
+                                     "pareto_report"}, out
     changes = json.loads(_run(["dvc", "metrics", "diff", "--json"], clone).stdout)
     key = "reports/students/student/metrics.json"
     assert key in changes and "weights" in changes[key], changes
+    # -S on a grid row reruns only that row (and the report)
+    out = _run(["dvc", "exp", "run", "-S", "grid.b2-l1-h2.hidden=1"], clone).stdout
+    assert set(RAN.findall(out)) == {"train@b2-l1-h2", "infer@b2-l1-h2-real",
+                                     "infer@b2-l1-h2-synthetic", "evaluate@b2-l1-h2",
+                                     "pareto_report"}, out
 
 
 @pytest.mark.slow
@@ -191,9 +222,9 @@ def echonet_clone(tmp_path_factory) -> Path:
     params["phantom"] = {}
     params["sources"] = {"A": {"path": str(data / "A"), "teacher": True},
                          "B": {"path": str(data / "B"), "teacher": False}}
-    params["teacher"]["members"] = f"outputs:{seg}"
+    params["teacher"]["members"] = [f"outputs:{seg}"]
     params["teacher"]["fit_source"] = "A"
-    params["students"] = {"student": STUDENTS["student"]}
+    params.update(student=STUDENT, grid={}, students={"student": "student"})
     params["train"].update({"sources": "A:TRAIN", "val": "A:VAL"})
     params["evaluate"].update({"source": "B", "split": "TEST", "agreement_source": "B",
                                "agreement_split": "TEST", "sources": ["B"]})

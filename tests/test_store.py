@@ -1,12 +1,16 @@
 """Zarr store layout: codecs, chunk/shard geometry, atomic commit, refusal of incomplete or
 foreign stores."""
 
+import errno
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 import zarr
 
 from echodfkd.data import store
+from echodfkd.errors import InputError
 
 
 def _index(lengths: list[int]) -> pd.DataFrame:
@@ -92,3 +96,50 @@ def test_mask_store_must_match_its_frames(tmp_path):
     assert store.open_masks(tmp_path / "m.zarr", a).masks.shape == (12, 112, 112)
     with pytest.raises(ValueError, match="was made for frames"):
         store.open_masks(tmp_path / "m.zarr", b)
+
+
+@pytest.mark.parametrize("shard, chunk, message", [
+    (0, 8, "shard_frames must be a whole number >= 1, got 0: fix ingest.shard_frames"),
+    (-64, 8, "shard_frames must be a whole number >= 1, got -64: fix ingest.shard_frames"),
+    (True, 1, "shard_frames must be a whole number >= 1, got True: fix ingest.shard_frames"),
+    (16, 0, "chunk_frames must be a whole number >= 1, got 0: fix ingest.chunk_frames"),
+    (16, 12, "shard_frames 16 is not a multiple of chunk_frames 12: fix ingest.shard_frames "
+             "or ingest.chunk_frames"),
+    (8, 16, "shard_frames 8 is not a multiple of chunk_frames 16: fix ingest.shard_frames or "
+            "ingest.chunk_frames"),
+])
+def test_check_shard_layout(shard, chunk, message):
+    with pytest.raises(InputError) as err:
+        store.check_shard_layout(shard, chunk)
+    assert str(err.value) == message
+    store.check_shard_layout(16, 8)
+    store.check_shard_layout(np.int64(16), 16)
+
+
+def test_store_writes_turns_os_errors_into_one_line(tmp_path):
+    out = tmp_path / "x.zarr"
+    with pytest.raises(store.StoreWriteError) as err:
+        with store.store_writes("the mask store", out, " (more)"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(out / "c" / "0"))
+    assert str(err.value) == (
+        f"cannot write the mask store {str(out)!r}: ENOSPC [Errno 28] No space left on device: "
+        f"{str(out / 'c' / '0')!r}; free disk space on that file system, then rerun (more)")
+    assert isinstance(err.value, InputError) and err.value.__cause__.errno == errno.ENOSPC
+    with pytest.raises(KeyError):                     # not an OS error: unchanged
+        with store.store_writes("the mask store", out):
+            raise KeyError("x")
+
+
+def test_write_bytes_atomic_leaves_no_tmp_on_a_full_disk(tmp_path, monkeypatch):
+    target = tmp_path / "r.json"
+    target.write_text("old")
+    real = Path.write_bytes
+
+    def full(self, data):
+        real(self, data[:2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    with pytest.raises(OSError):
+        store.write_bytes_atomic(target, b"new contents")
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["r.json"]

@@ -1,3 +1,4 @@
+import errno
 import importlib.util
 from pathlib import Path
 
@@ -11,6 +12,8 @@ from echodfkd.student.model import StudentNet
 from echodfkd.data.store import (INDEX_COLUMNS, TRACED_COLUMNS, finish_frame_store, init_frame_store,
                             open_frames, open_masks, partial_path)
 from echodfkd.student.files import save_student
+from echodfkd.errors import InputError
+from echodfkd.data.store import StoreWriteError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -97,7 +100,8 @@ def test_infer_store_resumes(tmp_path, student, monkeypatch):
     path, _ = student
     frames = make_frames(tmp_path, [7, 20, 5, 11])
     ref = tmp_path / "ref.zarr"
-    si.infer_store(path, frames, ref, shard_frames=16, device="cpu", progress=False)
+    si.infer_store(path, frames, ref, shard_frames=16, chunk_frames=8, device="cpu",
+                       progress=False)
     calls = []
     real = si.predict_padded
 
@@ -110,7 +114,8 @@ def test_infer_store_resumes(tmp_path, student, monkeypatch):
     out = tmp_path / "out.zarr"
     monkeypatch.setattr(si, "predict_padded", flaky)
     with pytest.raises(RuntimeError):
-        si.infer_store(path, frames, out, shard_frames=16, device="cpu", progress=False)
+        si.infer_store(path, frames, out, shard_frames=16, chunk_frames=8, device="cpu",
+                       progress=False)
     assert not out.exists() and partial_path(out).exists()
     import zarr
     done = zarr.open_group(str(partial_path(out)), mode="r").attrs["done_blocks"]
@@ -119,7 +124,8 @@ def test_infer_store_resumes(tmp_path, student, monkeypatch):
     monkeypatch.setattr(si, "predict_padded",
                         lambda model, videos, **kw: resumed.append(len(videos[0]))
                         or real(model, videos, **kw))
-    si.infer_store(path, frames, out, shard_frames=16, device="cpu", progress=False)
+    si.infer_store(path, frames, out, shard_frames=16, chunk_frames=8, device="cpu",
+                       progress=False)
     assert resumed == [20, 5, 11]       # video 0 (block 0 only) is not run again
     np.testing.assert_array_equal(open_masks(out).masks[:], open_masks(ref).masks[:])
 
@@ -193,3 +199,94 @@ def test_infer_only_some_splits(tmp_path, student):
     np.testing.assert_array_equal(masks[10:17], si.predict_video(net, fs.frames[10:17], chunk=8))
     with pytest.raises(ValueError, match="VAL"):
         si.infer_store(path, frames, tmp_path / "n.zarr", progress=False, splits=["VAL"])
+
+
+@pytest.mark.parametrize("over, message", [
+    ({"shard_frames": 0}, "shard_frames must be a whole number >= 1, got 0: fix "
+                          "ingest.shard_frames"),
+    ({"shard_frames": -64}, "shard_frames must be a whole number >= 1, got -64: fix "
+                            "ingest.shard_frames"),
+    ({"shard_frames": 16.0}, "shard_frames must be a whole number >= 1, got 16.0: fix "
+                             "ingest.shard_frames"),
+    ({"chunk_frames": 0}, "chunk_frames must be a whole number >= 1, got 0: fix "
+                          "ingest.chunk_frames"),
+    ({"chunk_frames": 12}, "shard_frames 16 is not a multiple of chunk_frames 12: fix "
+                           "ingest.shard_frames or ingest.chunk_frames"),
+    ({"chunk": 0}, "chunk must be a whole number >= 1, got 0: fix infer.chunk"),
+    ({"chunk": -3}, "chunk must be a whole number >= 1, got -3: fix infer.chunk"),
+    ({"videos_per_batch": 0}, "videos_per_batch must be a whole number >= 1, got 0: fix "
+                              "infer.videos_per_batch (0 there: auto)"),
+])
+def test_infer_store_rejects_bad_sizes_before_writing(tmp_path, student, over, message):
+    path, _ = student
+    frames = make_frames(tmp_path, [7, 20])
+    out = tmp_path / "m.zarr"
+    kw = {"shard_frames": 16, "chunk_frames": 8, "device": "cpu", "progress": False, **over}
+    with pytest.raises(InputError) as err:
+        si.infer_store(path, frames, out, **kw)
+    assert str(err.value) == message
+    assert not out.exists() and not partial_path(out).exists()
+
+
+def test_resume_with_another_shard_size_rebuilds(tmp_path, student, monkeypatch):
+    path, _ = student
+    frames = make_frames(tmp_path, [7, 20, 5, 11])          # 43 frames
+    ref = tmp_path / "ref.zarr"
+    si.infer_store(path, frames, ref, shard_frames=32, chunk_frames=8, device="cpu",
+                   progress=False)
+    out = tmp_path / "out.zarr"
+    real = si.predict_padded
+    calls = []
+
+    def flaky(model, videos, **kw):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("interrupted")
+        return real(model, videos, **kw)
+
+    monkeypatch.setattr(si, "predict_padded", flaky)
+    with pytest.raises(RuntimeError):     # blocks of 16: block 0 (frames 0-15) finished
+        si.infer_store(path, frames, out, shard_frames=16, chunk_frames=8, device="cpu",
+                       progress=False)
+    monkeypatch.setattr(si, "predict_padded", real)
+    # blocks of 32: block 0 is frames 0-31, of which 16-31 were never written; resuming the
+    # old partial would skip it and leave zeros
+    si.infer_store(path, frames, out, shard_frames=32, chunk_frames=8, device="cpu",
+                   progress=False)
+    np.testing.assert_array_equal(open_masks(out).masks[:], open_masks(ref).masks[:])
+
+
+def test_disk_full_names_the_store_and_resumes(tmp_path, student, monkeypatch):
+    import zarr.storage._local as local
+
+    path, _ = student
+    frames = make_frames(tmp_path, [7, 20, 5, 11])          # 43 frames: 3 blocks of 16
+    ref = tmp_path / "ref.zarr"
+    si.infer_store(path, frames, ref, shard_frames=16, chunk_frames=8, device="cpu",
+                   progress=False)
+    out = tmp_path / "out.zarr"
+    real_put, shards = local._put, []
+
+    def put(p, value, exclusive=False):
+        if "masks" in Path(p).parts and "c" in Path(p).parts:
+            shards.append(p)
+            if len(shards) == 2:            # the second block: the disk is full
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return real_put(p, value, exclusive)
+
+    monkeypatch.setattr(local, "_put", put)
+    with pytest.raises(StoreWriteError) as err:
+        si.infer_store(path, frames, out, shard_frames=16, chunk_frames=8, device="cpu",
+                       progress=False)
+    staging = partial_path(out)
+    assert str(err.value) == (
+        f"cannot write the mask store {str(out)!r}: ENOSPC [Errno 28] No space left on device; "
+        f"free disk space on that file system, then rerun (the partial store {str(staging)!r} "
+        f"is kept, never marked complete; the next run resumes it)")
+    assert not out.exists()
+    with pytest.raises(InputError, match="incomplete"):     # never taken for a complete store
+        open_masks(staging)
+    monkeypatch.setattr(local, "_put", real_put)
+    si.infer_store(path, frames, out, shard_frames=16, chunk_frames=8, device="cpu",
+                   progress=False)
+    np.testing.assert_array_equal(open_masks(out).masks[:], open_masks(ref).masks[:])

@@ -12,8 +12,10 @@ import torch
 
 from echodfkd.data.store import (INDEX_COLUMNS, TRACED_COLUMNS, finish_frame_store, init_frame_store,
                             init_mask_store, open_frames)
+import yaml
+from params import recipe, shape, write_params
 from echodfkd.student.files import load_student, read_student, save_student
-from echodfkd.student.train import (ClipSet, Source, TrainConfig, fixed_clips, load_videos,
+from echodfkd.student.train import (ClipSet, Source, fixed_clips, load_videos,
                                     make_batch, prepare_short_videos, sample_clips,
                                     select_videos, train_student)
 
@@ -57,9 +59,10 @@ def make_stores(tmp_path, lengths, splits, efs=None, name="src"):
     return str(fpath), str(mpath)
 
 
-TINY = dict(blocks=1, layers_per_block=1, hidden=2, sequence_length=4, batch_size=2,
-            epochs=4, steps_per_epoch=3, patience=10, half_resolution=True,
-            val_clips_per_video=1)
+SHAPE = dict(blocks=1, layers_per_block=1, hidden=2)
+SHAPE_FIELDS = ("blocks", "layers_per_block", "hidden", "kernel_size", "skip")
+TINY = dict(sequence_length=4, batch=2, epochs=4, steps_per_epoch=3, patience=10,
+            half_resolution=True, val_clips_per_video=1)
 
 
 @pytest.fixture
@@ -141,9 +144,14 @@ def test_make_batch_half_resolution():
 
 
 def run(stores, tmp_path, tag, **kw):
+    """Train on the test stores: params.yaml's recipe with ``TINY`` and ``cfg`` overrides
+    (shape keys and ``seed`` are routed to the shape and the seed)."""
     tr, va = sources(stores)
-    cfg = TrainConfig(**{**TINY, **kw.pop("cfg", {})})
-    return train_student(tr, va, cfg, tmp_path / tag / "last.pt", progress=False, **kw)
+    over = {**TINY, **kw.pop("cfg", {})}
+    seed = over.pop("seed", 0)
+    arch = {**SHAPE, **{k: over.pop(k) for k in list(over) if k in SHAPE_FIELDS}}
+    return train_student(tr, va, shape(**arch), recipe(**over), seed,
+                         tmp_path / tag / "last.pt", progress=False, **kw)
 
 
 def same_weights(a, b):
@@ -235,21 +243,26 @@ def load_stage(name):
     return stage
 
 
-def stage_args(data, out, **over):
-    """The full stage CLI (every option required) for stores under ``data``/frames|teacher."""
-    args = {"name": "student", "sources": "src:TRAIN", "val": "src:VAL",
-            "frames-dir": str(data / "frames"), "masks-dir": str(data / "teacher"),
-            "filter-column": "", "filter-min": "",
-            "filter-max": "", "out": str(out), "checkpoint": str(out) + ".ckpt/last.pt",
-            "live": str(data / "dvclive"), "blocks": "2", "layers-per-block": "1",
-            "hidden": "2", "kernel-size": "3", "skip": "true", "sequence-length": "4",
-            "batch": "2", "lr": "0.003", "epochs": "1", "steps-per-epoch": "2", "patience": "4",
-            "half-resolution": "true", "augment": "true", "seed": "0", "threads": "1",
-            "val-clips-per-video": "1", "short-videos": "skip", "cache-mb": "1",
-            "loader-workers": "1", "stream-above-mb": "0", "amp": "false",
-            "augment-strength": "1.0", "sharpen": "0.0", "loss": "bce", "dice-weight": "1.0",
-            "lr-schedule": "constant", "burn-in": "0", "ema": "0.0", **over}
-    return [x for k, v in args.items() for x in ("--" + k, v)]
+STAGE_TRAIN = {"sources": "src:TRAIN", "val": "src:VAL", "sequence_length": 4, "batch": 2,
+               "epochs": 1, "steps_per_epoch": 2, "half_resolution": True, "threads": 1,
+               "val_clips_per_video": 1, "cache_mb": 1, "loader_workers": 1,
+               "stream_above_mb": 0}
+DROP = "<drop this key>"
+STAGE_SHAPE = {"blocks": 2, "layers_per_block": 1, "hidden": 2, "kernel_size": 3, "skip": True}
+
+
+def stage_args(monkeypatch, data, out, **over):
+    """The train stage's command line for stores under ``data``/frames|teacher, run in
+    ``data``'s parent, whose params.yaml is the project's with ``STAGE_TRAIN`` and ``over``
+    in ``train`` (an ``over`` value of ``DROP`` removes the key)."""
+    path = write_params(data.parent, train={**STAGE_TRAIN, **over}, student=STAGE_SHAPE)
+    values = yaml.safe_load(path.read_text())
+    values["train"] = {k: v for k, v in values["train"].items() if v != DROP}
+    path.write_text(yaml.safe_dump(values))
+    monkeypatch.chdir(data.parent)
+    return ["--name", "student", "--shape", "student", "--frames-dir", str(data / "frames"),
+            "--masks-dir", str(data / "teacher"), "--out", str(out),
+            "--live", str(data / "dvclive")]
 
 
 def pipeline_stores(tmp_path):
@@ -266,11 +279,11 @@ def pipeline_stores(tmp_path):
     return data
 
 
-def test_stage_cli(tmp_path):
+def test_stage_cli(tmp_path, monkeypatch):
     stage = load_stage("train")
     data = pipeline_stores(tmp_path)
     out = tmp_path / "models" / "students" / "student"
-    stage.main(stage_args(data, out, sources="src:TRAIN@3 extra:TRAIN@1"))
+    stage.main(stage_args(monkeypatch, data, out, sources="src:TRAIN@3 extra:TRAIN@1"))
     ck = read_student(out / "student.pt")
     assert ck["config"] == {"blocks": 2, "layers_per_block": 1, "hidden": 2,
                             "kernel_size": 3, "skip": True}
@@ -285,22 +298,30 @@ def test_stage_cli(tmp_path):
     assert (data / "dvclive" / "plots" / "metrics" / "train_loss.tsv").exists()
     # the FileList filter is wired: EF in [30, 50] keeps src_1 and src_2
     out2 = tmp_path / "filtered"
-    stage.main(stage_args(data, out2, **{"filter-column": "EF", "filter-min": "30",
-                                          "filter-max": "50", "stream-above-mb": "100"}))
+    stage.main(stage_args(monkeypatch, data, out2, filter_column="EF", filter_min=30,
+                          filter_max=50, stream_above_mb=100))
     meta = read_student(out2 / "student.pt")["meta"]
     assert meta["train_videos"] == 2 and meta["data_path"] == "ram"
     assert meta["train_config"]["filter_min"] == 30.0
 
 
-def test_stage_cli_errors(tmp_path, capsys):
+def test_stage_cli_errors(tmp_path, capsys, monkeypatch):
     from echodfkd.cli import run as run_stage
 
     stage = load_stage("train")
     data = pipeline_stores(tmp_path)
     out = tmp_path / "o"
-    with pytest.raises(SystemExit):          # every value argument is required
-        stage.main(stage_args(data, out)[:-2])
-    assert "--amp" in capsys.readouterr().err
+    with pytest.raises(SystemExit):          # every path argument is required
+        stage.main(stage_args(monkeypatch, data, out)[:-2])
+    assert "--live" in capsys.readouterr().err
+    for over, needle in (({"amp": DROP}, "params.yaml: train.amp is missing: add it to train"),
+                         ({"lr": "fast"}, "train.lr must be a number, got 'fast'"),
+                         ({"epochs": 0}, "train: train.epochs must be >= 1, got 0")):
+        with pytest.raises(SystemExit) as exc:
+            run_stage(stage.main, stage_args(monkeypatch, data, out, **over))
+        assert exc.value.code == 1
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and needle in err and err.count("\n") == 1
     from echodfkd.data.store import open_frames, write_uncovered_masks
     # an evaluation-only source: its teacher mask store records that it holds no masks
     write_uncovered_masks(data / "teacher" / "real.zarr",
@@ -311,7 +332,7 @@ def test_stage_cli_errors(tmp_path, capsys):
                          ({"sources": "src"}, "<source>:<SPLIT>"),
                          ({"sources": " "}, "is empty")):
         with pytest.raises(SystemExit) as exc:
-            run_stage(stage.main, stage_args(data, out, **over))
+            run_stage(stage.main, stage_args(monkeypatch, data, out, **over))
         assert exc.value.code == 1
         err = capsys.readouterr().err
         assert err.startswith("error: ") and needle in err and err.count("\n") == 1
@@ -337,7 +358,6 @@ def test_augment_clips_keeps_shape_range_and_black():
 from echodfkd.student.clips import (ChunkCache, StreamingClips, parse_sources,  # noqa: E402
                             plan_videos)
 from echodfkd.errors import InputError  # noqa: E402
-from echodfkd.student.train import LoaderConfig  # noqa: E402
 
 
 def test_streaming_reads_equal_ram_reads(stores):
@@ -381,9 +401,9 @@ def test_streaming_training_equals_ram_training(stores, tmp_path):
     n_bytes = 42 * 112 * 112 * 2              # every frame and mask of the store
     budget_mb = 0.5                           # 524,288 bytes < 1,053,696
     assert budget_mb * 2 ** 20 < n_bytes
-    ram = run(stores, tmp_path, "ram", loader=LoaderConfig(stream_above_mb=100))
+    ram = run(stores, tmp_path, "ram", cfg={"stream_above_mb": 100})
     stream = run(stores, tmp_path, "stream",
-                 loader=LoaderConfig(stream_above_mb=0, cache_mb=budget_mb, workers=2))
+                 cfg={"stream_above_mb": 0, "cache_mb": budget_mb, "loader_workers": 2})
     assert ram.meta["data_path"] == "ram" and stream.meta["data_path"] == "stream"
     assert stream.meta["chunk_cache"]["misses"] > 0
     assert stream.history == ram.history
@@ -543,18 +563,20 @@ def test_recipe_options_validated():
                        ({"dice_weight": -1.0}, "dice_weight"), ({"ema": 1.0}, "ema"),
                        ({"sharpen": 5.0}, "sharpen")):
         with pytest.raises(InputError, match=needle):
-            TrainConfig(**kw)
+            recipe(**kw)
 
 
-def test_default_recipe_keeps_config_hash():
-    # the new options at their defaults do not enter the hash: older checkpoints resume
-    old = {k: v for k, v in asdict(TrainConfig()).items()
-           if k not in ("loss", "dice_weight", "lr_schedule", "burn_in", "augment_strength",
-                         "ema", "sharpen")}
-    expect = hashlib.sha256(json.dumps({"config": old, "data": "d"}, sort_keys=True)
-                            .encode()).hexdigest()[:16]
-    assert config_hash(TrainConfig(), "d") == expect
-    assert config_hash(TrainConfig(burn_in=2), "d") != expect
+def test_config_hash_covers_what_is_learnt_not_how_it_is_read():
+    base = config_hash(shape(), recipe(), 0, "d")
+    assert config_hash(shape(), recipe(), 0, "d") == base
+    for changed in (config_hash(shape(hidden=3), recipe(), 0, "d"),
+                    config_hash(shape(), recipe(burn_in=2), 0, "d"),
+                    config_hash(shape(), recipe(), 1, "d"),
+                    config_hash(shape(), recipe(), 0, "e")):
+        assert changed != base
+    # reading the same data another way (stream, cache, threads) resumes the same run
+    assert config_hash(shape(), recipe(stream_above_mb=0, cache_mb=1, loader_workers=0,
+                                       threads=1), 0, "d") == base
 
 
 def test_recipe_options_train_deterministically(stores, tmp_path):

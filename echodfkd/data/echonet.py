@@ -122,6 +122,22 @@ def safe_video_path(root: str | os.PathLike, file_name: str) -> Path:
     return path
 
 
+def outside_problem(root: str | os.PathLike, path: str | os.PathLike) -> str | None:
+    """Why the file ``path`` under the source folder ``root`` must not be read (None if it
+    may): it resolves outside ``root`` (a symbolic link, or a file in a linked folder, that
+    points elsewhere). Links are resolved (``os.path.realpath``; a dangling link counts by
+    where it points) and the result must lie inside ``root``'s own resolved path, so that a
+    source folder only ever yields its own files, as a FileName can never leave ``Videos/``
+    (:func:`safe_video_path`)."""
+    base = Path(os.path.realpath(root))
+    real = Path(os.path.realpath(path))
+    if real.is_relative_to(base):
+        return None
+    return (f"{str(path)!r} resolves to {str(real)!r} (a symbolic link), outside the source "
+            f"folder {str(root)!r}: copy the file into the source folder (links must stay "
+            f"inside it)")
+
+
 def _too_many_fields(path: Path, text: str) -> None:
     """Raise InputError naming the first line of ``text`` with more fields than its header."""
     reader = csv.reader(io.StringIO(text))
@@ -244,21 +260,45 @@ def read_filelist(path: str | os.PathLike) -> tuple[pd.DataFrame, list[Skip]]:
     return out[keep].reset_index(drop=True), skips
 
 
+TRACING_NUMERIC = ["X1", "Y1", "X2", "Y2", "Frame"]
+
+
+def _cell_text(column: str, raw: str) -> str:
+    """``X1 'abc'``: a cell as the file gives it, for messages (an empty one is said so)."""
+    return f"{column} {raw!r}" + (" (empty)" if raw.strip() == "" else "")
+
+
 def read_tracings(path: str | os.PathLike) -> pd.DataFrame:
     """Read EchoNet-Dynamic ``VolumeTracings.csv``.
 
     Returns FileName (str, no ``.avi``), X1, Y1, X2, Y2 (float64 pixel coordinates, x =
     column, y = row; NaN where unreadable), Frame (float64 so that a missing frame stays
-    NaN) and ``row`` (1-based line in the file), in file order. An unreadable file or a
-    missing required column raises InputError naming the file.
+    NaN), ``row`` (1-based line in the file) and ``unreadable`` (str: for a row whose
+    coordinate or Frame is not a finite number, those cells as the file writes them, e.g.
+    ``X1 'abc'`` or ``Frame '' (empty)``, so that messages quote the file; "" for a good
+    row), in file order. An unreadable file or a missing required column raises InputError
+    naming the file.
     """
     path = Path(path)
     df, lines = _read_csv(path, TRACINGS_REQUIRED)
     out = pd.DataFrame({
         "FileName": df["FileName"].fillna("").astype(str).str.strip().map(_strip_avi)})
-    for c in ("X1", "Y1", "X2", "Y2", "Frame"):
+    for c in TRACING_NUMERIC:
         out[c] = _numeric(df, c)
     out["row"] = lines
+    unreadable = [""] * len(out)
+    bad = ~np.isfinite(out[TRACING_NUMERIC].to_numpy(dtype=np.float64))
+    if bad.any():
+        # Only now (a bad file) parse the text again, every cell as written: the first parse
+        # turned "abc", "" and "NaN" alike into NaN.
+        raw = pd.read_csv(io.StringIO(path.read_bytes().decode("utf-8-sig")), dtype=str,
+                          keep_default_na=False)
+        same_rows = len(raw) == len(out)
+        for i in np.flatnonzero(bad.any(axis=1)).tolist():
+            unreadable[i] = ", ".join(
+                _cell_text(c, str(raw[c].iat[i])) if same_rows else f"{c} (not a number)"
+                for c, b in zip(TRACING_NUMERIC, bad[i]) if b)
+    out["unreadable"] = unreadable
     return out
 
 
@@ -415,6 +455,32 @@ class TracingPart:
                 "stray": "a stray row"}[self.kind]
 
 
+def chords_problem(chords: np.ndarray) -> str | None:
+    """Why a tracing's chords cannot outline the LV (None if they can).
+
+    ``chords`` float (k, 4): X1, Y1, X2, Y2 of the chords (the long axis excluded). Such
+    tracings pass :func:`chord_matrix` (a zero-length row counts as a perpendicular chord)
+    but their polygon encloses no area, and its mask would be a line of a few pixels taken
+    for a tiny LV (and so for the ES frame): every chord has zero length (X1 == X2 and
+    Y1 == Y2), every chord is the same row, or all their ends lie on one line.
+    """
+    chords = np.asarray(chords, dtype=np.float64)
+    k = len(chords)
+    if k == 0:
+        return None
+    if not np.any(chords[:, :2] != chords[:, 2:]):
+        return f"all {k} chords have zero length (X1 == X2 and Y1 == Y2)"
+    if k > 1 and not np.any(chords != chords[0]):
+        x1, y1, x2, y2 = chords[0]
+        return f"all {k} chords are the same row (X1 {x1:g}, Y1 {y1:g}, X2 {x2:g}, Y2 {y2:g})"
+    ends = np.concatenate([chords[:, :2], chords[:, 2:]])
+    ends = ends - ends.mean(axis=0)
+    sv = np.linalg.svd(ends, compute_uv=False)
+    if sv[1] <= 1e-9 * max(float(sv[0]), 1.0):
+        return f"the ends of all {k} chords lie on one line (they enclose no area)"
+    return None
+
+
 def _loose_parts(xy: np.ndarray, start: int, stop: int) -> list[TracingPart]:
     """Rows ``start:stop`` that no long axis claims: runs of >= 3 consecutive rows parallel
     to the run's first row are headless tracings (``chords``), the rest ``stray`` rows."""
@@ -477,14 +543,17 @@ def _lines(rows: np.ndarray, part: TracingPart) -> str:
 
 
 def _choose_tracing(xy: np.ndarray, parts: list[TracingPart], policy: str, width: int,
-                    height: int) -> tuple[TracingPart | None, np.ndarray | None, bool]:
+                    height: int, malformed: frozenset[TracingPart] | set = frozenset()
+                    ) -> tuple[TracingPart | None, np.ndarray | None, bool]:
     """(chosen part, its mask, whether only incomplete tracings were available).
 
     Candidates are the complete tracings (long axis + 20 chords), or when there is none,
-    every part with at least 3 chords. ``first``/``last``: in file order; ``largest``: the
-    largest mask area (ties: the first)."""
-    complete = [p for p in parts if p.complete]
-    pool = complete or [p for p in parts if p.kind != "stray" and p.n_chords >= 3]
+    every part with at least 3 chords; parts in ``malformed`` (see :func:`chords_problem`)
+    never are. ``first``/``last``: in file order; ``largest``: the largest mask area (ties:
+    the first)."""
+    ok = [p for p in parts if p not in malformed]
+    complete = [p for p in ok if p.complete]
+    pool = complete or [p for p in ok if p.kind != "stray" and p.n_chords >= 3]
     if not pool:
         return None, None, True
     if policy == "largest":
@@ -514,8 +583,11 @@ def tracing_masks(tracings: pd.DataFrame, n_frames: int, *, width: int = FRAME_S
     A ``note`` skip (frame used) records a frame that needed splitting (several tracings,
     stray rows; identical repeats are said so) or whose tracing is incomplete, e.g. fewer
     than 21 rows. Refused with a ``tracing`` skip: a missing/non-integer Frame, a frame
-    outside ``[0, n_frames)``, NaN coordinates, no tracing with a long axis and 3 chords,
-    an empty polygon, a lone usable traced frame (ED and ES cannot be told apart) and
+    outside ``[0, n_frames)``, a coordinate that is not a finite number (quoted as the
+    file writes it, with its line), no tracing with a long axis and 3 chords, only
+    malformed tracings (chords of zero length, all the same or on one line:
+    :func:`chords_problem`; a malformed tracing is never used while another is), an empty
+    polygon, a lone usable traced frame (ED and ES cannot be told apart) and
     traced frames beyond the two kept. Of the usable frames the one with the largest area
     is ED and the one with the smallest ES (ties: earliest in the file). Returns
     ``([], skips)`` for a video without tracings, otherwise the ED and ES frames sorted by
@@ -533,8 +605,10 @@ def tracing_masks(tracings: pd.DataFrame, n_frames: int, *, width: int = FRAME_S
         rows = sub["row"].to_numpy()
         row = int(rows[0])
         if not (math.isfinite(key) and key == math.floor(key)):
+            raw = str(sub["unreadable"].iat[0]) if "unreadable" in sub.columns else ""
             skips.append(Skip(name, source, row, "tracing",
-                              f"Frame {key!r} is not an integer frame number"))
+                              f"Frame is not an integer frame number (line {row}: {raw})"
+                              if raw else f"Frame {key!r} is not an integer frame number"))
             continue
         frame = int(key)
         if not 0 <= frame < n_frames:
@@ -542,15 +616,32 @@ def tracing_masks(tracings: pd.DataFrame, n_frames: int, *, width: int = FRAME_S
                               f"traced frame {frame} is outside the video ({n_frames} frames)"))
             continue
         xy = sub[["X1", "Y1", "X2", "Y2"]].to_numpy(dtype=np.float64)
-        if not np.isfinite(xy).all():
-            bad = int(rows[~np.isfinite(xy).all(axis=1)][0])
+        finite = np.isfinite(xy).all(axis=1)
+        if not finite.all():
+            k = int(np.flatnonzero(~finite)[0])
+            what = (str(sub["unreadable"].iat[k]) if "unreadable" in sub.columns else "")
+            what = what or ", ".join(f"{c} {v!r}" for c, v in zip(("X1", "Y1", "X2", "Y2"),
+                                                                  xy[k].tolist())
+                                     if not math.isfinite(v))
             skips.append(Skip(name, source, row, "tracing",
-                              f"traced frame {frame} has NaN coordinates (line {bad})"))
+                              f"traced frame {frame} has a coordinate that is not a finite "
+                              f"number (line {int(rows[k])}: {what}): fix that row"))
             continue
         parts = split_tracing(xy)
-        chosen, mask, incomplete = _choose_tracing(xy, parts, policy, width, height)
+        problems = {p: chords_problem(p.chords(xy)) for p in parts
+                    if p.kind != "stray" and p.n_chords >= 3}
+        malformed = {p for p, why in problems.items() if why is not None}
+        chosen, mask, incomplete = _choose_tracing(xy, parts, policy, width, height, malformed)
         if chosen is None or len(parts) > 1 or incomplete or not mask.any():
-            layout = "; ".join(f"{_lines(rows, p)}: {p.describe()}" for p in parts)
+            layout = "; ".join(
+                f"{_lines(rows, p)}: {p.describe()}"
+                + (f", malformed: {problems[p]}" if p in malformed else "") for p in parts)
+        if chosen is None and malformed:
+            skips.append(Skip(name, source, row, "tracing",
+                              f"traced frame {frame} has {len(xy)} rows ({layout}) and no "
+                              f"usable tracing: a malformed tracing outlines no area (its mask "
+                              f"would be a line of a few pixels)"))
+            continue
         if chosen is None:
             skips.append(Skip(name, source, row, "tracing",
                               f"traced frame {frame} has {len(xy)} rows ({layout}) and no "

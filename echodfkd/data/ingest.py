@@ -38,12 +38,13 @@ from tqdm import tqdm
 
 from echodfkd.data.echonet import (
     BAD_KINDS, SKIP_COLUMNS, TRACING_POLICIES, Skip, TracedFrame, VideoError, name_problem,
-    decode_video, read_filelist, read_tracings, safe_video_path, skips_frame, tracing_masks,
+    decode_video, outside_problem, read_filelist, read_tracings, safe_video_path, skips_frame,
+    tracing_masks,
 )
 from echodfkd.errors import InputError
 from echodfkd.data.store import (
-    FRAME_SIZE, INDEX_COLUMNS, TRACED_COLUMNS, commit, finish_frame_store, init_frame_store,
-    partial_path, write_text_atomic,
+    FRAME_SIZE, INDEX_COLUMNS, TRACED_COLUMNS, check_positive, check_shard_layout, commit,
+    finish_frame_store, init_frame_store, partial_path, store_writes, write_text_atomic,
 )
 
 GT_COLUMNS = ["FileName", "video", "frame", "phase"]
@@ -294,10 +295,13 @@ def _records(df: pd.DataFrame) -> dict:
 
 
 def write_skips_csv(skips: pd.DataFrame, path: str | os.PathLike) -> None:
-    """Write the skip report atomically (``SKIP_COLUMNS`` header even when empty)."""
+    """Write the skip report atomically (``SKIP_COLUMNS`` header even when empty); an OS
+    error (full disk, ...) raises :class:`echodfkd.data.store.StoreWriteError` naming it, and
+    leaves the old report as it was."""
     buf = io.StringIO()
     skips.reindex(columns=SKIP_COLUMNS).to_csv(buf, index=False)
-    write_text_atomic(path, buf.getvalue())
+    with store_writes("the skip report", path, "; the old report (if any) is as it was"):
+        write_text_atomic(path, buf.getvalue())
 
 
 def _plan(root: Path, tracing_policy: str
@@ -332,10 +336,22 @@ def _plan(root: Path, tracing_policy: str
                               f"video file {str(path)!r} does not exist"))
             kept[i] = False
             continue
+        outside = outside_problem(root, path)
+        if outside is not None:
+            skips.append(Skip(name, f"Videos/{name}.avi", int(row), "video",
+                              f"video file {outside}"))
+            kept[i] = False
+            continue
         gt_path = gt_dir / f"{name}.npz" if with_gt else None
         if gt_path is not None and not gt_path.is_file():
             skips.append(Skip(name, f"GroundTruth/{name}.npz", int(row), "ground_truth",
                               f"ground truth {str(gt_path)!r} does not exist"))
+            kept[i] = False
+            continue
+        outside = None if gt_path is None else outside_problem(root, gt_path)
+        if outside is not None:
+            skips.append(Skip(name, f"GroundTruth/{name}.npz", int(row), "ground_truth",
+                              f"ground truth {outside}"))
             kept[i] = False
             continue
         items.append(_Item(name, int(row), str(path), None if gt_path is None else str(gt_path),
@@ -386,18 +402,11 @@ def check_ingest_args(*, shard_frames: int, chunk_frames: int, workers: int,
     """Raise InputError (naming the value and the fix) for a setting that is out of range;
     nothing is coerced: a NaN fraction would switch the bad-input limit off, a size <= 0
     would be silently replaced."""
-    def positive(name: str, value: object, param: str) -> None:
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise InputError(f"{name} must be a whole number >= 1, got {value!r}: fix {param}")
-
-    positive("shard_frames", shard_frames, "ingest.shard_frames")
-    positive("chunk_frames", chunk_frames, "ingest.chunk_frames")
-    positive("workers", workers, "ingest.workers")
+    check_shard_layout(shard_frames, chunk_frames, shard_param="ingest.shard_frames",
+                       chunk_param="ingest.chunk_frames")
+    check_positive("workers", workers, "ingest.workers")
     if batch_videos is not None:
-        positive("batch_videos", batch_videos, "the batch_videos argument")
-    if shard_frames % chunk_frames:
-        raise InputError(f"shard_frames {shard_frames} is not a multiple of chunk_frames "
-                         f"{chunk_frames}: fix ingest.shard_frames or ingest.chunk_frames")
+        check_positive("batch_videos", batch_videos, "the batch_videos argument")
     if not (isinstance(max_bad_fraction, (int, float, np.floating))
             and 0.0 <= max_bad_fraction <= 1.0):
         raise InputError(f"max_bad_fraction must be a number in [0, 1], got "
@@ -478,6 +487,19 @@ class _Assembler:
         return index
 
 
+@dataclass(frozen=True)
+class IngestConfig:
+    """The ``ingest:`` section of params.yaml; its fields are :func:`ingest_source`'s keyword
+    arguments of the same names (validated there)."""
+
+    scheduler: str
+    workers: int
+    max_bad_fraction: float
+    shard_frames: int
+    chunk_frames: int
+    tracing_policy: str
+
+
 def ingest_source(root: str | os.PathLike, out_path: str | os.PathLike, *,
                   shard_frames: int = 2048, chunk_frames: int = 128, workers: int = 2,
                   scheduler: str = "", max_bad_fraction: float = 0.05,
@@ -502,7 +524,13 @@ def ingest_source(root: str | os.PathLike, out_path: str | os.PathLike, *,
     shard buffers per array); one writer thread writes whole shards in order. The store is built at
     ``partial_path(out_path)`` and committed atomically; raises :class:`IngestError`
     (leaving ``out_path`` untouched) when more than ``max_bad_fraction`` of the FileList
-    rows are bad.
+    rows are bad. A video (or ground-truth file) that resolves outside ``root`` (a symbolic
+    link pointing elsewhere) is not read: it is a bad row (kind ``video``/``ground_truth``).
+
+    An OS error while writing the store (disk full, file-size limit) raises
+    :class:`echodfkd.data.store.StoreWriteError` (one line naming ``out_path`` and the
+    error); as on any failure, the partial store is removed (ingest does not resume) and
+    ``out_path`` and the skip report are left as they were.
     """
     check_ingest_args(shard_frames=shard_frames, chunk_frames=chunk_frames, workers=workers,
                       max_bad_fraction=max_bad_fraction, tracing_policy=tracing_policy,
@@ -515,6 +543,11 @@ def ingest_source(root: str | os.PathLike, out_path: str | os.PathLike, *,
     by_name = filelist.set_index("FileName").to_dict("index")
     frames_hint = [float(by_name[it.name]["NumberOfFrames"]) for it in items]
     staging = partial_path(out_path)
+    # An OS error writing the store (disk full, file-size limit): one line naming the store
+    # and the error; the partial store is removed below, ``out_path`` is left as it was.
+    writes = store_writes("the frame store", out_path,
+                          f" (the partial store {str(staging)!r} is removed; "
+                          f"{str(out_path)!r} is as it was)")
     writer = ThreadPoolExecutor(1, thread_name_prefix="ingest-write")
     runner = None
     bar = tqdm(total=len(items), desc=f"ingest {root.name}", unit="video", disable=not progress)
@@ -522,22 +555,26 @@ def ingest_source(root: str | os.PathLike, out_path: str | os.PathLike, *,
         runner = _Runner(workers, scheduler, in_flight=3)
         batches = _batches(items, frames_hint, 512 * runner.threads, batch_videos)
         empty = pd.DataFrame({c: pd.Series(dtype="float64") for c in INDEX_COLUMNS})
-        group = init_frame_store(staging, empty, 0, with_gt=with_gt,
-                                 shard_frames=shard_frames, chunk_frames=chunk_frames)
-        assembler = _Assembler(group, by_name, with_gt, writer)
+        with writes:
+            group = init_frame_store(staging, empty, 0, with_gt=with_gt,
+                                     shard_frames=shard_frames, chunk_frames=chunk_frames)
+            assembler = _Assembler(group, by_name, with_gt, writer)
         pending: deque = deque()
         for batch in batches + [None] * runner.in_flight:  # None: drain
             if batch is not None:
                 pending.append(runner.submit(batch))
             if pending and (batch is None or len(pending) == runner.in_flight):
                 for loaded in pending.popleft().result():
-                    assembler.add(loaded, skips)
+                    with writes:  # appending hands full shards to the writer thread
+                        assembler.add(loaded, skips)
                     bar.update(1)
         bar.close()
-        index = assembler.finish(group)
+        with writes:
+            index = assembler.finish(group)
         report = _check_bad(root, n_rows, skips, max_bad_fraction, skipped_path, t0,
                             final=True)
-        commit(staging, out_path)
+        with writes:
+            commit(staging, out_path)
     except BaseException:
         bar.close()
         writer.shutdown(wait=True, cancel_futures=True)

@@ -22,11 +22,14 @@ Arrays are sharded along the frame axis (``shard_frames`` frames per file, read 
 ``chunk_frames``), so 10,000 EchoNet videos (~1.7M frames) make about a thousand files.
 
 Writes are atomic: a store is built under ``<path>.partial`` and renamed into place only when
-complete, so an interrupted stage never leaves a store that a later stage accepts.
+complete, so an interrupted stage never leaves a store that a later stage accepts. An OS error
+while writing (disk full, file-size limit, no permission) becomes a one-line
+:class:`StoreWriteError` naming the store and the error (:class:`store_writes`).
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -46,6 +49,77 @@ INDEX_COLUMNS = [
     "FrameHeight", "FrameWidth", "NumberOfFrames",
 ]
 TRACED_COLUMNS = ["FileName", "video", "frame", "phase", "row"]
+
+
+class StoreWriteError(InputError):
+    """An OS error (disk full, file-size limit, read-only or unwritable folder) while writing a
+    store or an output file; the message names the output and the OS error, one line. An
+    :class:`InputError`, so a stage prints it as ``error: ...`` and exits with status 1; the
+    OSError is its ``__cause__``."""
+
+
+_WRITE_FIXES = {
+    getattr(errno, code): fix for code, fix in (
+        ("ENOSPC", "free disk space on that file system"),
+        ("EDQUOT", "free space within your disk quota"),
+        ("EFBIG", "raise the file-size limit (ulimit -f) or write smaller files (for stores: "
+                  "lower shard_frames)"),
+        ("EROFS", "write to a writable file system"),
+        ("EACCES", "make the output folder writable"),
+        ("EPERM", "make the output folder writable"),
+    ) if hasattr(errno, code)
+}
+
+
+def write_error(what: str, path: str | os.PathLike, exc: OSError,
+                after: str = "") -> StoreWriteError:
+    """The :class:`StoreWriteError` for ``exc`` raised while writing ``what`` (e.g. "the frame
+    store") at ``path``: ``cannot write <what> '<path>': ENOSPC [Errno 28] No space left on
+    device: '<file>'; free disk space on that file system, then rerun<after>``."""
+    name = errno.errorcode.get(exc.errno, "") if isinstance(exc.errno, int) else ""
+    error = " ".join(f"{name} {exc}".strip().splitlines()) or type(exc).__name__
+    fix = _WRITE_FIXES.get(exc.errno, "fix the cause")
+    return StoreWriteError(f"cannot write {what} {str(path)!r}: {error}; {fix}, then "
+                           f"rerun{after}")
+
+
+class store_writes:
+    """``with store_writes("the frame store", out): ...`` turns an OSError raised inside into
+    :func:`write_error` (``raise ... from`` the OSError); other exceptions pass unchanged.
+    Wrap only writes, so that a read error is not reported as a write error. Reusable."""
+
+    def __init__(self, what: str, path: str | os.PathLike, after: str = ""):
+        self.what, self.path, self.after = what, path, after
+
+    def __enter__(self) -> "store_writes":
+        return self
+
+    def __exit__(self, typ, exc, tb) -> bool:
+        if isinstance(exc, OSError):
+            raise write_error(self.what, self.path, exc, self.after) from exc
+        return False
+
+
+def check_positive(name: str, value: object, param: str) -> None:
+    """Raise InputError unless ``value`` is a whole number >= 1 (a bool or float is not):
+    ``<name> must be a whole number >= 1, got <value>: fix <param>``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InputError(f"{name} must be a whole number >= 1, got {value!r}: fix {param}")
+
+
+def check_shard_layout(shard_frames: object, chunk_frames: object, *,
+                       shard_param: str = "ingest.shard_frames",
+                       chunk_param: str = "ingest.chunk_frames") -> None:
+    """Raise InputError (naming the value and ``*_param``, the setting to fix) unless
+    ``shard_frames`` and ``chunk_frames`` are whole numbers >= 1 and ``chunk_frames`` divides
+    ``shard_frames``: a shard holds whole chunks, and writers go one shard block at a time
+    (:func:`shard_blocks`), so nothing is rounded silently (:func:`create_frame_array` would
+    otherwise shrink the shard and a block would straddle two shard files)."""
+    check_positive("shard_frames", shard_frames, shard_param)
+    check_positive("chunk_frames", chunk_frames, chunk_param)
+    if shard_frames % chunk_frames:
+        raise InputError(f"shard_frames {shard_frames} is not a multiple of chunk_frames "
+                         f"{chunk_frames}: fix {shard_param} or {chunk_param}")
 
 
 def partial_path(path: str | os.PathLike) -> Path:
@@ -70,12 +144,17 @@ def commit(staging: str | os.PathLike, path: str | os.PathLike) -> None:
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename."""
+    """Write ``data`` to ``path`` through a temporary file and a rename; on failure (e.g. a
+    full disk) the temporary file is removed and ``path`` is left as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException:  # a full disk: no half-written .tmp left behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

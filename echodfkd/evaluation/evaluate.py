@@ -62,6 +62,35 @@ from echodfkd.data.store import FrameStore, MaskStore, open_masks
 
 log = logging.getLogger(__name__)
 
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """The ``evaluate:`` section of params.yaml: students are scored on ``split`` of
+    ``source`` (human tracings; teacher references where the teacher labels it), teacher
+    agreement on ``agreement_split`` of ``agreement_source``; masks are binarised at
+    ``threshold`` (0 < threshold < 1); ``n_examples`` videos are drawn in the plots; the
+    students segment the ``sources`` (the infer matrix)."""
+
+    source: str
+    split: str
+    agreement_source: str
+    agreement_split: str
+    threshold: float
+    n_examples: int
+    sources: list[str]
+
+    def __post_init__(self) -> None:
+        _check_threshold(self.threshold)
+        if self.n_examples < 0:
+            raise InputError(f"evaluate.n_examples must be >= 0, got {self.n_examples!r}")
+        for key in ("source", "agreement_source"):
+            if getattr(self, key) not in self.sources:
+                raise InputError(f"evaluate.{key} {getattr(self, key)!r} is not among "
+                                 f"evaluate.sources {self.sources}: the students segment only "
+                                 f"those; add it there")
+
+
 # Per-video columns that describe the video (shared by student and teacher tables).
 VIDEO_COLUMNS = ["FileName", "Split", "n_frames", "EF", "ed_frame", "es_frame"]
 
@@ -164,6 +193,135 @@ def _geometry(rec: dict, phase: str, mask: np.ndarray) -> float:
     return volume
 
 
+def _score_video(frames: FrameStore, pred: MaskStore, teacher: MaskStore | None, video: int,
+                 tracing: list[tuple[str, int, int]] | None, threshold: float) -> dict:
+    """Score one video of ``pred``, row ``video`` of ``frames.index`` (rules: module docstring).
+
+    ``pred``, ``teacher``: mask stores aligned with ``frames`` (uint8 p*255 (N, 112, 112)),
+    binarised at ``threshold`` (0 < threshold < 1); ``teacher`` None for a source without
+    teacher masks. ``tracing``: the video's ``[(phase "ED"/"ES", frame, traced_masks row)]``
+    from :func:`_tracings_by_video`, None when it has none.
+
+    Returns the video's record, a dict keyed by the per-video columns of
+    :func:`evaluate_source`: FileName, Split (str), n_frames (int), EF (float %, NaN when the
+    FileList has none), ed_frame, es_frame (int 0-based traced frames, -1 when unusable),
+    skip_reason (str, "" when scored), and only the keys it could compute. A video with frames
+    and a teacher gets teacher_ref_ed_frame, teacher_ref_es_frame (int frames),
+    afd_ed_teacher, afd_es_teacher (int frames), agreement (float mean per-frame Dice) and
+    ``"_agreement_sum"`` (float, the sum of its per-frame Dice, for the frame-weighted split
+    agreement; not a column). A scored video also gets dice_ed, dice_es (float 0..1),
+    pred_ed_frame, pred_es_frame, afd_ed, afd_es (int frames), area_ed, area_es (int px),
+    length_ed, length_es (float px), edv, esv (float px^3), ef_pred, ef_area_pred, ef_traced,
+    ef_area_traced (float %) and, with a teacher, dice_ed_teacher_ref, dice_es_teacher_ref
+    (float 0..1).
+    """
+    v = frames.index.iloc[video]
+    start, stop = int(v.start), int(v.stop)
+    n = stop - start
+    rec = {"FileName": str(v.FileName), "Split": str(v.Split), "n_frames": n,
+           "EF": float(v.EF) if pd.notna(v.EF) else math.nan}
+    chosen, reason = _resolve_tracing(tracing, n)
+    rec["ed_frame"] = chosen["ED"][0] if chosen else -1
+    rec["es_frame"] = chosen["ES"][0] if chosen else -1
+    if n <= 0:
+        rec["skip_reason"] = reason
+        return rec
+    s_bin = M.binarize(pred.masks[start:stop], threshold)
+    s_area = M.area_curve(s_bin)
+    if teacher is not None:
+        t_bin = M.binarize(teacher.masks[start:stop], threshold)
+        t_area = M.area_curve(t_bin)
+        per_frame = M.dice_per_frame(s_bin, t_bin)
+        rec["_agreement_sum"] = float(per_frame.sum())
+        rec["agreement"] = float(per_frame.mean())
+        refs = _teacher_refs(t_area)
+        for phase in M.PHASES:
+            p = phase.lower()
+            rec[f"teacher_ref_{p}_frame"] = refs[phase]
+            rec[f"afd_{p}_teacher"] = M.afd(s_area, refs[phase], phase)
+    if reason:
+        rec["skip_reason"] = reason
+        return rec
+    traced_area, volume, traced_volume = {}, {}, {}
+    for phase, (f, row) in chosen.items():
+        p = phase.lower()
+        traced = frames.traced_masks[row] > 0
+        traced_area[phase] = int(traced.sum())
+        traced_volume[phase] = M.lv_geometry(traced)[2]
+        rec[f"dice_{p}"] = M.dice(s_bin[f], traced)
+        rec[f"pred_{p}_frame"] = M.find_phase_frame(s_area, f, phase)
+        rec[f"afd_{p}"] = abs(rec[f"pred_{p}_frame"] - f)
+        rec[f"area_{p}"] = int(s_area[f])
+        volume[phase] = _geometry(rec, phase, s_bin[f])
+        if teacher is not None:
+            rec[f"dice_{p}_teacher_ref"] = M.dice(s_bin[f], t_bin[f])
+    rec["edv"], rec["esv"] = volume["ED"], volume["ES"]
+    rec["ef_pred"] = M.ef_from_volumes(volume["ED"], volume["ES"])
+    rec["ef_area_pred"] = M.ef_from_areas(rec["area_ed"], rec["area_es"])
+    rec["ef_traced"] = M.ef_from_volumes(traced_volume["ED"], traced_volume["ES"])
+    rec["ef_area_traced"] = M.ef_from_areas(traced_area["ED"], traced_area["ES"])
+    rec["skip_reason"] = ""
+    return rec
+
+
+def _summarise(records: list[dict], with_teacher: bool, where: str
+               ) -> tuple[pd.DataFrame, dict]:
+    """The per-video table and the summary of a split's records (from :func:`_score_video`).
+
+    ``records``: one dict per video of the split, in store order; ``with_teacher``: whether
+    they were scored against teacher masks (adds the teacher columns and keys); ``where``:
+    names the split and store in the error message. Returns ``(per_video, summary)`` as
+    documented in :func:`evaluate_source`: ``per_video`` has one row per record, FileName,
+    Split, skip_reason str; n_frames, ed_frame, es_frame int64; the other frame indices, frame
+    distances and pixel areas nullable Int64 (<NA> where not computed); every other number
+    float64 (NaN where not computed). Raises :class:`InputError` when no video could be scored
+    against tracings.
+    """
+    df = _per_video_frame(records, with_teacher)
+    scored = df[df["skip_reason"] == ""]
+    if len(scored) == 0:
+        reasons = Counter(df["skip_reason"].astype(str)) if len(df) else {"no videos": 1}
+        raise InputError(f"no video of {where} could be scored "
+                         f"against tracings: {dict(reasons)}; evaluate a split with tracings")
+    ef = _floats(scored["EF"])
+    summary = {
+        "n_videos": int(len(scored)),
+        "n_skipped": int(len(df) - len(scored)),
+        "n_frames": int(df["n_frames"].sum()),
+        "dice_ed": _mean(scored["dice_ed"]),
+        "dice_es": _mean(scored["dice_es"]),
+        "dice": _mean(scored["dice_ed"], scored["dice_es"]),
+        "afd_ed": _mean(scored["afd_ed"]),
+        "afd_es": _mean(scored["afd_es"]),
+        "afd": _mean(scored["afd_ed"], scored["afd_es"]),
+        "ef_r": M.pearson_r(_floats(scored["ef_pred"]), ef),
+        "ef_mae": M.mae(_floats(scored["ef_pred"]), ef),
+        "ef_area_r": M.pearson_r(_floats(scored["ef_area_pred"]), ef),
+        "ef_area_mae": M.mae(_floats(scored["ef_area_pred"]), ef),
+        "tracing_ef_r": M.pearson_r(_floats(scored["ef_traced"]), ef),
+        "tracing_ef_mae": M.mae(_floats(scored["ef_traced"]), ef),
+    }
+    if with_teacher:
+        # Frame-weighted agreement: per-frame Dice summed over the videos in order, then / frames.
+        agree_sum, agree_n = 0.0, 0
+        for rec in records:
+            if "_agreement_sum" in rec:
+                agree_sum += rec["_agreement_sum"]
+                agree_n += rec["n_frames"]
+        withf = df[df["n_frames"] > 0]
+        summary.update({
+            "afd_ed_teacher": _mean(withf["afd_ed_teacher"]),
+            "afd_es_teacher": _mean(withf["afd_es_teacher"]),
+            "afd_teacher": _mean(withf["afd_ed_teacher"], withf["afd_es_teacher"]),
+            "dice_ed_teacher_ref": _mean(scored["dice_ed_teacher_ref"]),
+            "dice_es_teacher_ref": _mean(scored["dice_es_teacher_ref"]),
+            "dice_teacher_ref": _mean(scored["dice_ed_teacher_ref"],
+                                      scored["dice_es_teacher_ref"]),
+            "agreement": agree_sum / agree_n if agree_n else math.nan,
+        })
+    return df, summary
+
+
 def evaluate_source(frames: FrameStore, pred: MaskStore, *, teacher: MaskStore | None,
                     split: str, threshold: float, progress: bool = True
                     ) -> tuple[pd.DataFrame, dict]:
@@ -194,98 +352,9 @@ def evaluate_source(frames: FrameStore, pred: MaskStore, *, teacher: MaskStore |
         check_aligned(frames, teacher, split)
     rows = _split_rows(frames, split)
     tracings = _tracings_by_video(frames)
-    index = frames.index
-    records = []
-    agree_sum, agree_n = 0.0, 0
-    for i in tqdm(rows, desc=f"evaluate {split}", unit="video", disable=not progress):
-        v = index.iloc[i]
-        start, stop = int(v.start), int(v.stop)
-        n = stop - start
-        rec = {"FileName": str(v.FileName), "Split": str(v.Split), "n_frames": n,
-               "EF": float(v.EF) if pd.notna(v.EF) else math.nan}
-        chosen, reason = _resolve_tracing(tracings.get(int(i)), n)
-        rec["ed_frame"] = chosen["ED"][0] if chosen else -1
-        rec["es_frame"] = chosen["ES"][0] if chosen else -1
-        if n <= 0:
-            rec["skip_reason"] = reason
-            records.append(rec)
-            continue
-        s_bin = M.binarize(pred.masks[start:stop], threshold)
-        s_area = M.area_curve(s_bin)
-        if teacher is not None:
-            t_bin = M.binarize(teacher.masks[start:stop], threshold)
-            t_area = M.area_curve(t_bin)
-            per_frame = M.dice_per_frame(s_bin, t_bin)
-            agree_sum += float(per_frame.sum())
-            agree_n += n
-            rec["agreement"] = float(per_frame.mean())
-            refs = _teacher_refs(t_area)
-            for phase in M.PHASES:
-                p = phase.lower()
-                rec[f"teacher_ref_{p}_frame"] = refs[phase]
-                rec[f"afd_{p}_teacher"] = M.afd(s_area, refs[phase], phase)
-        if reason:
-            rec["skip_reason"] = reason
-            records.append(rec)
-            continue
-        traced_area, volume, traced_volume = {}, {}, {}
-        for phase, (f, row) in chosen.items():
-            p = phase.lower()
-            traced = frames.traced_masks[row] > 0
-            traced_area[phase] = int(traced.sum())
-            traced_volume[phase] = M.lv_geometry(traced)[2]
-            rec[f"dice_{p}"] = M.dice(s_bin[f], traced)
-            rec[f"pred_{p}_frame"] = M.find_phase_frame(s_area, f, phase)
-            rec[f"afd_{p}"] = abs(rec[f"pred_{p}_frame"] - f)
-            rec[f"area_{p}"] = int(s_area[f])
-            volume[phase] = _geometry(rec, phase, s_bin[f])
-            if teacher is not None:
-                rec[f"dice_{p}_teacher_ref"] = M.dice(s_bin[f], t_bin[f])
-        rec["edv"], rec["esv"] = volume["ED"], volume["ES"]
-        rec["ef_pred"] = M.ef_from_volumes(volume["ED"], volume["ES"])
-        rec["ef_area_pred"] = M.ef_from_areas(rec["area_ed"], rec["area_es"])
-        rec["ef_traced"] = M.ef_from_volumes(traced_volume["ED"], traced_volume["ES"])
-        rec["ef_area_traced"] = M.ef_from_areas(traced_area["ED"], traced_area["ES"])
-        rec["skip_reason"] = ""
-        records.append(rec)
-
-    df = _per_video_frame(records, teacher is not None)
-    scored = df[df["skip_reason"] == ""]
-    if len(scored) == 0:
-        reasons = Counter(df["skip_reason"].astype(str)) if len(df) else {"no videos": 1}
-        raise InputError(f"no video of split {split!r} in {frames.path!r} could be scored "
-                         f"against tracings: {dict(reasons)}; evaluate a split with tracings")
-    ef = _floats(scored["EF"])
-    summary = {
-        "n_videos": int(len(scored)),
-        "n_skipped": int(len(df) - len(scored)),
-        "n_frames": int(df["n_frames"].sum()),
-        "dice_ed": _mean(scored["dice_ed"]),
-        "dice_es": _mean(scored["dice_es"]),
-        "dice": _mean(scored["dice_ed"], scored["dice_es"]),
-        "afd_ed": _mean(scored["afd_ed"]),
-        "afd_es": _mean(scored["afd_es"]),
-        "afd": _mean(scored["afd_ed"], scored["afd_es"]),
-        "ef_r": M.pearson_r(_floats(scored["ef_pred"]), ef),
-        "ef_mae": M.mae(_floats(scored["ef_pred"]), ef),
-        "ef_area_r": M.pearson_r(_floats(scored["ef_area_pred"]), ef),
-        "ef_area_mae": M.mae(_floats(scored["ef_area_pred"]), ef),
-        "tracing_ef_r": M.pearson_r(_floats(scored["ef_traced"]), ef),
-        "tracing_ef_mae": M.mae(_floats(scored["ef_traced"]), ef),
-    }
-    if teacher is not None:
-        withf = df[df["n_frames"] > 0]
-        summary.update({
-            "afd_ed_teacher": _mean(withf["afd_ed_teacher"]),
-            "afd_es_teacher": _mean(withf["afd_es_teacher"]),
-            "afd_teacher": _mean(withf["afd_ed_teacher"], withf["afd_es_teacher"]),
-            "dice_ed_teacher_ref": _mean(scored["dice_ed_teacher_ref"]),
-            "dice_es_teacher_ref": _mean(scored["dice_es_teacher_ref"]),
-            "dice_teacher_ref": _mean(scored["dice_ed_teacher_ref"],
-                                      scored["dice_es_teacher_ref"]),
-            "agreement": agree_sum / agree_n if agree_n else math.nan,
-        })
-    return df, summary
+    records = [_score_video(frames, pred, teacher, int(i), tracings.get(int(i)), threshold)
+               for i in tqdm(rows, desc=f"evaluate {split}", unit="video", disable=not progress)]
+    return _summarise(records, teacher is not None, f"split {split!r} in {frames.path!r}")
 
 
 _STUDENT_COLUMNS = ["dice_ed", "dice_es", "pred_ed_frame", "pred_es_frame", "afd_ed", "afd_es",

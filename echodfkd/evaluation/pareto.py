@@ -60,41 +60,6 @@ def write_point(path: str | os.PathLike, record: dict) -> None:
     write_text_atomic(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
-def table(tokens: list[str]) -> dict[str, dict[str, str | bool]]:
-    """Parse a params dict of dicts as DVC unpacks it into a command line.
-
-    ``${students}`` with ``students: {student: {blocks: 3, skip: true, bias: false}}`` becomes
-    ``--student.blocks 3 --student.skip``: every option is ``--<name>.<key>`` followed by its
-    value(s); the name is everything before the last dot. Booleans: a bare flag is ``True``;
-    DVC's default drops a false one (an absent key means false or unset), its
-    ``boolean_optional`` mode writes ``--no-<name>.<key>`` (parsed as ``False``). Lists: their
-    words (``nargs`` mode) or repeated options (``append`` mode) are joined into one
-    space-separated string. Returns ``{name: {key: value}}`` in command-line order; a token
-    that is not ``--<name>.<key>`` where one is expected raises :class:`InputError`.
-    """
-    out: dict[str, dict[str, str | bool]] = {}
-    i = 0
-    while i < len(tokens):
-        tok = tokens[i]
-        head, dot, key = tok[2:].rpartition(".")
-        if not tok.startswith("--") or not dot or not head or not key:
-            raise InputError(f"students table: expected --<name>.<key>, got {tok!r} (the "
-                             f"table comes from params.yaml `students:` through ${{students}})")
-        j = i + 1
-        while j < len(tokens) and not tokens[j].startswith("--"):
-            j += 1
-        values = " ".join(tokens[i + 1:j])
-        value: str | bool = values if values else True
-        if value is True and head.startswith("no-"):
-            head, value = head[3:], False
-        row = out.setdefault(head, {})
-        if key in row and isinstance(row[key], str) and isinstance(value, str):
-            value = f"{row[key]} {value}"
-        row[key] = value
-        i = j
-    return out
-
-
 def point_file(reports: str | os.PathLike, name: str) -> Path:
     """``<reports>/<name>/point.json``, where the evaluate stage of student ``name`` writes."""
     return Path(reports) / name / "point.json"

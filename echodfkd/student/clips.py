@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 FRAME_BYTES = FRAME_SIZE * FRAME_SIZE  # one uint8 112x112 frame
 
 
+SHORT_VIDEO_POLICIES = ("skip", "pad")  # videos shorter than a clip: left out, or padded
+
 @dataclass(frozen=True)
 class Source:
     """A frame store, the mask store aligned with it (soft targets), the splits to use and the
@@ -344,8 +346,9 @@ def short_video_plan(lengths: np.ndarray, sequence_length: int, policy: str
     """Which videos to keep and which of those to pad: (kept rows int64, padded bool per kept
     row). ``"skip"`` drops videos shorter than ``sequence_length``; ``"pad"`` keeps them
     (empty videos are always dropped)."""
-    if policy not in ("skip", "pad"):
-        raise InputError(f"short_videos must be 'skip' or 'pad', got {policy!r}")
+    if policy not in SHORT_VIDEO_POLICIES:
+        raise InputError(f"short_videos must be one of {list(SHORT_VIDEO_POLICIES)}, got "
+                         f"{policy!r}")
     lengths = np.asarray(lengths, np.int64)
     short = lengths < sequence_length
     keep = (lengths > 0) & (~short if policy == "skip" else True)

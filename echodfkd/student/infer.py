@@ -6,9 +6,10 @@ Output: a mask store (see :mod:`echodfkd.data.store`) with ``masks`` uint8 (N, 1
 round(sigmoid(logit) * 255), aligned frame for frame with the frame store.
 
 The store is built under ``partial_path(out)`` one shard block at a time; finished blocks are
-listed in ``attrs["done_blocks"]`` (block start frames), so an interrupted run resumes where it
-stopped when rerun with the same student file (``attrs["student_sha"]``). The store is renamed
-to ``out`` when complete (``attrs["complete"] = True``).
+listed in ``attrs["done_blocks"]`` (block start frames, blocks of ``attrs["block_frames"]``), so
+an interrupted run resumes where it stopped when rerun with the same student file
+(``attrs["student_sha"]``) and block size. The store is renamed to ``out`` when complete
+(``attrs["complete"] = True``).
 
 Memory is bounded by the videos in flight (``videos_per_batch`` videos of at most the longest
 video's frames, plus the predictions of videos that straddle the current shard block), not by
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +32,22 @@ from tqdm import tqdm
 from echodfkd.errors import InputError
 from echodfkd.student.model import StudentNet
 from echodfkd.runtime import file_sha256, resolve_device
-from echodfkd.data.store import commit, init_mask_store, open_frames, partial_path, shard_blocks
+from echodfkd.data.store import (
+    check_positive, check_shard_layout, commit, init_mask_store, open_frames, partial_path,
+    shard_blocks, store_writes,
+)
 from echodfkd.student.files import load_student
+
+
+@dataclass(frozen=True)
+class InferConfig:
+    """The ``infer:`` section of params.yaml: ``chunk`` frames per forward call (the state is
+    carried across chunks), ``videos_per_batch`` videos run together (0: 1 on CPU, 8 on
+    CUDA), ``device`` ("auto": CUDA when available)."""
+
+    chunk: int
+    videos_per_batch: int
+    device: str
 
 
 @torch.inference_mode()
@@ -103,7 +119,22 @@ def infer_store(student: str | os.PathLike, frames: str | os.PathLike, out: str 
 
     ``videos_per_batch`` videos are run together (zero-padded to the longest); default 1 on
     CPU, 8 on CUDA. Frames belonging to no video (none in a valid store) stay 0.
+
+    ``chunk``, ``videos_per_batch`` (unless None), ``shard_frames`` and ``chunk_frames`` must
+    be whole numbers >= 1 and ``chunk_frames`` must divide ``shard_frames``
+    (:func:`echodfkd.data.store.check_shard_layout`, as for ingest); otherwise InputError,
+    naming the value, before anything is written. A partial store left by a run with another
+    ``shard_frames`` is not resumed (its finished blocks are other frame ranges): it is
+    rebuilt. An OS error while writing (disk full, file-size limit) raises
+    :class:`echodfkd.data.store.StoreWriteError` naming ``out`` and the error; the partial
+    store stays, never marked complete, and the next run resumes it.
     """
+    check_positive("chunk", chunk, "infer.chunk")
+    if videos_per_batch is not None:
+        check_positive("videos_per_batch", videos_per_batch,
+                       "infer.videos_per_batch (0 there: auto)")
+    check_shard_layout(shard_frames, chunk_frames, shard_param="ingest.shard_frames",
+                       chunk_param="ingest.chunk_frames")
     try:
         device = resolve_device(device)
     except RuntimeError as exc:
@@ -114,11 +145,6 @@ def infer_store(student: str | os.PathLike, frames: str | os.PathLike, out: str 
                          f"auto or cpu")
     if videos_per_batch is None:
         videos_per_batch = 8 if device.type == "cuda" else 1
-    if videos_per_batch < 1:
-        raise InputError(f"videos_per_batch must be >= 1 (0 on the command line: auto), got "
-                         f"{videos_per_batch}")
-    if chunk < 1:
-        raise InputError(f"chunk must be >= 1 frame, got {chunk}")
     model = load_student(student, device)
     fs = open_frames(frames)
     n = int(fs.frames.shape[0])
@@ -132,9 +158,14 @@ def infer_store(student: str | os.PathLike, frames: str | os.PathLike, out: str 
         if unknown:
             raise InputError(f"splits {unknown} not in {str(frames)!r} (it has "
                              f"{sorted(set(fs.index['Split']))}): segment only splits it has")
-    group = init_mask_store(staging, fs, shard_frames=shard_frames, chunk_frames=chunk_frames,
-                            resume=resume, model="student", student_sha=file_sha256(student),
-                            splits=splits)
+    writes = store_writes("the mask store", out,
+                          f" (the partial store {str(staging)!r} is kept, never marked "
+                          f"complete; the next run resumes it)")
+    with writes:
+        group = init_mask_store(staging, fs, shard_frames=shard_frames,
+                                chunk_frames=chunk_frames, resume=resume, model="student",
+                                student_sha=file_sha256(student), splits=splits,
+                                block_frames=shard_frames)
     masks = group["masks"]
     done = set(int(b) for b in group.attrs.get("done_blocks", []))
     index = fs.index.sort_values("start")
@@ -157,10 +188,13 @@ def infer_store(student: str | os.PathLike, frames: str | os.PathLike, out: str 
         for v in vids:
             a, b = max(vstart[v], bs), min(vstop[v], be)
             buf[a - bs:b - bs] = cache[v][a - vstart[v]:b - vstart[v]]
-        masks[bs:be] = buf
+        with writes:
+            masks[bs:be] = buf
         cache = {v: p for v, p in cache.items() if vstop[v] > be}
         done.add(bs)
-        group.attrs["done_blocks"] = sorted(done)
-    group.attrs["complete"] = True
-    commit(staging, out)
+        with writes:
+            group.attrs["done_blocks"] = sorted(done)
+    with writes:
+        group.attrs["complete"] = True
+        commit(staging, out)
     return Path(out)

@@ -6,9 +6,9 @@ Data flow:
    it, docs/design.md §6) are opened by :func:`_open_data`: loaded into RAM
    (:class:`~echodfkd.student.clips.ClipSet`, uint8, 2 x 12.5 kB per frame: the phantom's 100 + 20
    synthetic videos x 64 frames take ~190 MB) when they take at most
-   ``LoaderConfig.stream_above_mb``, else streamed from the Zarr stores
+   ``TrainConfig.stream_above_mb``, else streamed from the Zarr stores
    (:class:`~echodfkd.student.clips.StreamingClips`: chunk-aware reads through an LRU cache of
-   ``cache_mb``, in ``workers`` background threads), so that peak memory does not grow with
+   ``cache_mb``, in ``loader_workers`` background threads), so that peak memory does not grow with
    the data set (EchoNet-Synthetic: ~1.9M frames, ~48 GB in RAM). Both give byte-identical
    clips, hence the same weights for a seed; the log says which path was taken.
 2. Training clips are ``sequence_length`` consecutive frames of one video: the video is drawn
@@ -47,47 +47,13 @@ Data flow:
    resume, so no row is duplicated.
 
 GPU (``device`` CUDA): batches are read into pinned memory and copied with ``non_blocking``;
-``LoaderConfig.amp`` runs forward/loss under bf16 autocast (sound for training clips of a few
+``TrainConfig.amp`` runs forward/loss under bf16 autocast (sound for training clips of a few
 tens of frames: the loss is computed in float32 and the recurrent state is reset every clip;
 inference stays float32 because the ConvLSTM state is carried over hundreds of frames and
 bf16's 8-bit mantissa would accumulate there). On CPU ``amp`` is ignored.
 
-Defaults (``TrainConfig()``, as params.yaml) are sized for the phantom on a 2-core CPU (~160 s
-of one core for 100 x 64 training frames): 4 blocks x 2 layers, hidden 2 (44,757 weights,
-0.056 GFLOPs per 112x112 frame), clips of 16, batch 2, lr 3e-3, 12 epochs x 50 steps,
-patience 4, trained at 112x112 (the measurements behind that choice are listed below; the
-earlier default was 3 x 1 x 6, 43,945 weights, 0.17 GFLOPs, 12 x 25 steps).
-Measured earlier on the phantom (blurred ground truth as targets), same budget: training
-at 56x56 reached Dice 0.96 at 56x56 but only 0.59 at 112x112 (the small student does not
-transfer across the 2x scale change), training at 112x112 reached 0.89-0.95 at 112x112; clips
-of 8 frames gave 0.89 on whole videos, clips of 16 gave 0.95. Hence ``half_resolution=False``
-by default; it stays available for the paper's recipe.
-Recipe options (``loss``, ``dice_weight``, ``lr_schedule``, ``burn_in``,
-``augment_strength``, ``sharpen``, ``ema``) default to the plain recipe and enter the config
-hash only when set otherwise (checkpoints written before they existed still resume).
-Measured on the phantom (issue 12 item 5; Dice at ED/ES vs tracings on real-like TEST, the
-teacher 0.9263; trained on synthetic TRAIN, one thread, CPU seconds of training):
-
-- the biggest lever is the architecture: 4 blocks x 1 layer x hidden 3 (44,995 weights) costs
-  0.22 s per step against 0.46 s for 3 x 1 x 6 (43,945) and scores higher at the same steps
-  (0.905 / 0.911 on seeds 0 / 1 against 0.883), so at today's CPU it trains for twice the
-  steps: 12 x 50 steps gives 0.913 / 0.921 / 0.915 (seeds 0 / 1 / 2, mean 0.916, gap 0.010)
-  in 153-164 s, 12 x 40 steps 0.902 / 0.918; 4 x 2 x 2 (44,757 weights, 0.056 GFLOPs),
-  12 x 50 steps: 0.917 / 0.919 (seeds 0 / 1, gap 0.009 / 0.008) in 159-160 s;
-  4 x 1 x 2 (20,097), 12 x 50 steps: 0.913 / 0.914 in 91-94 s; 4 x 2 x 1 (11,309): 0.908;
-  5 x 2 x 1 (44,933): 0.897;
-- no gain, single seed unless said (3 x 1 x 6 unless said, baseline 0.883): ``skip=True``
-  0.853 at 1.5x the CPU (4 x 1 x 3 at 300 steps: 0.912 vs 0.905, 1.5x the CPU);
-  ``loss="bce_dice"`` 0.882 (4 x 1 x 3, 600 steps: 0.907); ``lr`` 6e-3 0.871;
-  ``lr_schedule="cosine"`` 0.703; ``ema=0.98`` 0.863; ``sharpen=1`` 0.878 (4 x 1 x 3,
-  600 steps: 0.907); ``augment_strength=1.5`` on 4 x 1 x 3, 600 steps: 0.917 / 0.920 / 0.902
-  (mean 0.913, no better than 1.0); ``burn_in=4`` 0.638 (validation and inference start
-  from a zero state, which burn-in never trains).
-
-Seeds matter: the same recipe moves by up to 0.008 between seeds and by 0.012 between one and
-two torch threads (float rounding), so a difference below ~0.01 is not a finding.
-Paper scale (GPU): ``TrainConfig(blocks=3, layers_per_block=3, hidden=12, sequence_length=25,
-batch_size=32, lr=1e-3, epochs=100, steps_per_epoch=None, patience=10, half_resolution=True)``.
+The recipe's values live in params.yaml (``train:``, the student's shape in ``student:`` or
+``grid.<name>``); the measurements behind them are in docs/design.md §3 ("Recipe measurements").
 """
 
 from __future__ import annotations
@@ -99,7 +65,7 @@ import logging
 import math
 import os
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
 
@@ -108,13 +74,14 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from echodfkd.student.clips import (ClipSet, Source, StreamingClips, choose_streaming,  # noqa: F401
+from echodfkd.student.clips import (SHORT_VIDEO_POLICIES, ClipSet, Source, StreamingClips, choose_streaming,  # noqa: F401
                             fixed_clips, inputs_fingerprint, load_videos, plan_videos, prefetch,
                             prepare_short_videos, sample_clips, select_videos)
 from echodfkd.cost import count_weights
 from echodfkd.errors import InputError
 from echodfkd.student.files import clone_state
 from echodfkd.student.model import StudentNet
+from echodfkd.student.shape import StudentShape
 from echodfkd.runtime import resolve_device
 from echodfkd.data.store import write_bytes_atomic
 
@@ -126,105 +93,86 @@ LOSSES = ("bce", "bce_dice")
 LR_SCHEDULES = ("constant", "cosine")
 AUGMENT_MAX_STRENGTH = 2.0  # gain/gamma ranges stay positive up to this scale
 
-# Recipe fields added after the first release: left out of the config hash at their default
-# (TrainConfig's), so that checkpoints written before they existed still resume.
-_NEW_FIELDS = ("loss", "dice_weight", "lr_schedule", "burn_in", "augment_strength", "ema",
-               "sharpen")
+READ_AHEAD = 2  # streaming: steps read ahead per reader thread
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Student architecture and training hyper-parameters (see module docstring)."""
+    """The ``train:`` section of params.yaml: the recipe every student is trained with.
 
-    blocks: int = 4
-    layers_per_block: int = 2
-    hidden: int = 2
-    kernel_size: int = 3
-    skip: bool = False
-    sequence_length: int = 16
-    batch_size: int = 2
-    lr: float = 3e-3
-    epochs: int = 12
-    steps_per_epoch: int | None = 50  # None: ceil(training videos / batch_size)
-    patience: int = 4
-    half_resolution: bool = False
-    augment: bool = True
-    seed: int = 0
-    val_clips_per_video: int = 2
-    short_videos: str = "skip"  # "skip" or "pad"
-    filter_column: str | None = None  # keep training videos with min <= column <= max
-    filter_min: float | None = None
-    filter_max: float | None = None
-    # Recipe options (module docstring, "Recipe options"); the defaults are today's recipe.
-    loss: str = "bce"  # "bce" or "bce_dice" (BCE + dice_weight * soft Dice loss)
-    dice_weight: float = 1.0
-    lr_schedule: str = "constant"  # "constant" or "cosine" over epochs * steps_per_epoch
-    burn_in: int = 0  # first frames of each clip run without loss (ConvLSTM state warm-up)
-    augment_strength: float = 1.0  # scales the augmentation ranges around identity
-    ema: float = 0.0  # decay of an exponential moving average of the weights (0: off)
-    sharpen: float = 0.0  # augmentation: unsharp-mask amount U(0, sharpen) per clip (0: off)
-
-    def __post_init__(self) -> None:
-        for name in ("blocks", "layers_per_block", "hidden", "sequence_length", "batch_size",
-                     "epochs", "patience", "val_clips_per_video"):
-            if getattr(self, name) < 1:
-                raise InputError(f"train setting {name} must be >= 1, got "
-                                 f"{getattr(self, name)}")
-        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
-            raise InputError(f"steps_per_epoch must be >= 1 (or 0/None: one pass), got "
-                             f"{self.steps_per_epoch}")
-        if self.short_videos not in ("skip", "pad"):
-            raise InputError(f"short_videos must be 'skip' or 'pad', got {self.short_videos!r}")
-        if not self.lr > 0:
-            raise InputError(f"lr must be > 0, got {self.lr}")
-        if self.loss not in LOSSES:
-            raise InputError(f"loss must be one of {list(LOSSES)}, got {self.loss!r}")
-        if not self.dice_weight >= 0:
-            raise InputError(f"dice_weight must be >= 0, got {self.dice_weight}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise InputError(f"lr_schedule must be one of {list(LR_SCHEDULES)}, got "
-                             f"{self.lr_schedule!r}")
-        if not 0 <= self.burn_in < self.sequence_length:
-            raise InputError(f"burn_in must be in [0, sequence_length - 1] = [0, "
-                             f"{self.sequence_length - 1}] (frames of a clip without loss), "
-                             f"got {self.burn_in}")
-        if not 0 <= self.ema < 1:
-            raise InputError(f"ema must be in [0, 1) (0: no weight averaging), got {self.ema}")
-        if not 0 <= self.sharpen <= 4:
-            raise InputError(f"sharpen must be in [0, 4] (0: no sharpening), got {self.sharpen}")
-        if not 0 <= self.augment_strength <= AUGMENT_MAX_STRENGTH:
-            raise InputError(f"augment_strength must be in [0, {AUGMENT_MAX_STRENGTH}] (1: the "
-                             f"default ranges), got {self.augment_strength}")
-
-    def model_config(self) -> dict:
-        return {"blocks": self.blocks, "layers_per_block": self.layers_per_block,
-                "hidden": self.hidden, "kernel_size": self.kernel_size, "skip": self.skip}
-
-
-@dataclass(frozen=True)
-class LoaderConfig:
-    """How training data reaches the model; none of it changes the trained weights.
-
-    ``stream_above_mb``: frames + masks of the selected train + validation videos above this
-    many MiB are streamed from Zarr, at or below it loaded into RAM. ``cache_mb``: byte budget
-    of the decoded-chunk cache when streaming. ``workers``: background reader threads when
-    streaming (0: read in the training thread); ``depth``: steps read ahead per worker.
-    ``amp``: bf16 autocast of forward and loss on CUDA (ignored on CPU; see module docstring).
-    Defaults agree with ``params.yaml`` (``train.stream_above_mb``, ``train.cache_mb``,
-    ``train.loader_workers``, ``train.amp``).
+    Field names are the params keys (README, params.yaml comments); the module docstring says
+    what each does. ``steps_per_epoch`` 0: one pass over the training videos per epoch;
+    ``filter_*`` None: no condition / unbounded. ``threads``, ``stream_above_mb``,
+    ``cache_mb``, ``loader_workers`` and ``amp`` choose how the data reaches the model and do
+    not change the weights on CPU.
     """
 
-    stream_above_mb: float = 2048.0
-    cache_mb: float = 512.0
-    workers: int = 2
-    depth: int = 2
-    amp: bool = False
+    sources: str
+    val: str
+    filter_column: str | None
+    filter_min: float | None
+    filter_max: float | None
+    sequence_length: int
+    batch: int
+    lr: float
+    epochs: int
+    steps_per_epoch: int
+    patience: int
+    half_resolution: bool
+    augment: bool
+    augment_strength: float
+    sharpen: float
+    loss: str
+    dice_weight: float
+    lr_schedule: str
+    burn_in: int
+    ema: float
+    val_clips_per_video: int
+    short_videos: str
+    threads: int
+    stream_above_mb: float
+    cache_mb: float
+    loader_workers: int
+    amp: bool
 
     def __post_init__(self) -> None:
-        for name in ("stream_above_mb", "cache_mb", "workers", "depth"):
+        for name in ("sequence_length", "batch", "epochs", "patience", "val_clips_per_video"):
+            if getattr(self, name) < 1:
+                raise InputError(f"train.{name} must be >= 1, got {getattr(self, name)!r}")
+        for name in ("steps_per_epoch", "threads", "stream_above_mb", "cache_mb",
+                     "loader_workers"):
             if getattr(self, name) < 0:
-                raise InputError(f"loader setting {name} must be >= 0, got "
-                                 f"{getattr(self, name)}")
+                raise InputError(f"train.{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.short_videos not in SHORT_VIDEO_POLICIES:
+            raise InputError(f"train.short_videos must be one of {list(SHORT_VIDEO_POLICIES)}, "
+                             f"got {self.short_videos!r}")
+        if not self.lr > 0:
+            raise InputError(f"train.lr must be > 0, got {self.lr!r}")
+        if self.loss not in LOSSES:
+            raise InputError(f"train.loss must be one of {list(LOSSES)}, got {self.loss!r}")
+        if not self.dice_weight >= 0:
+            raise InputError(f"train.dice_weight must be >= 0, got {self.dice_weight!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise InputError(f"train.lr_schedule must be one of {list(LR_SCHEDULES)}, got "
+                             f"{self.lr_schedule!r}")
+        if not 0 <= self.burn_in < self.sequence_length:
+            raise InputError(f"train.burn_in must be in [0, sequence_length - 1] = [0, "
+                             f"{self.sequence_length - 1}] (frames of a clip without loss), "
+                             f"got {self.burn_in!r}")
+        if not 0 <= self.ema < 1:
+            raise InputError(f"train.ema must be in [0, 1) (0: no weight averaging), got "
+                             f"{self.ema!r}")
+        if not 0 <= self.sharpen <= 4:
+            raise InputError(f"train.sharpen must be in [0, 4] (0: no sharpening), got "
+                             f"{self.sharpen!r}")
+        if not 0 <= self.augment_strength <= AUGMENT_MAX_STRENGTH:
+            raise InputError(f"train.augment_strength must be in [0, {AUGMENT_MAX_STRENGTH}] "
+                             f"(1: the default ranges), got {self.augment_strength!r}")
+
+
+# Fields that choose how data reaches the model, not what is learnt: left out of the config
+# hash, so that a resumed run may change them.
+_LOADING_FIELDS = ("sources", "val", "threads", "stream_above_mb", "cache_mb", "loader_workers")
 
 
 def to_batch(frames: torch.Tensor, masks: torch.Tensor, half_resolution: bool,
@@ -385,16 +333,18 @@ def ema_update(ema_model: torch.nn.Module, model: torch.nn.Module, decay: float,
         e.copy_(b)
 
 
-def config_hash(config: TrainConfig, data: str) -> str:
-    defaults = {f.name: f.default for f in fields(TrainConfig) if f.name in _NEW_FIELDS}
-    cfg = {k: v for k, v in asdict(config).items()
-           if not (k in defaults and v == defaults[k])}
-    key = json.dumps({"config": cfg, "data": data}, sort_keys=True)
+def config_hash(shape: StudentShape, config: TrainConfig, seed: int, data: str) -> str:
+    """16 hex digits identifying what a checkpoint was trained for: the student's shape, the
+    recipe (less the fields that only choose how data is read, ``_LOADING_FIELDS``), the seed
+    and the inputs fingerprint ``data``."""
+    cfg = {k: v for k, v in asdict(config).items() if k not in _LOADING_FIELDS}
+    key = json.dumps({"shape": asdict(shape), "config": cfg, "seed": seed, "data": data},
+                     sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 @torch.no_grad()
-def evaluate(model: StudentNet, clips: ClipSet | StreamingClips, videos: np.ndarray,
+def validate(model: StudentNet, clips: ClipSet | StreamingClips, videos: np.ndarray,
              starts: np.ndarray, sequence_length: int, batch_size: int,
              device: torch.device | str, threshold: float = 0.5) -> tuple[float, float]:
     """Mean BCE-with-logits (soft targets) and pooled Dice vs the teacher (both binarised at
@@ -480,21 +430,21 @@ def _log_row(live, row: dict) -> None:
 
 
 def _open_data(train_sources: Sequence[Source], val_sources: Sequence[Source],
-               config: TrainConfig, loader: LoaderConfig):
+               config: TrainConfig):
     """Training and validation clip sets, in RAM or streamed as one decision for both."""
     table = plan_videos(train_sources, filter_column=config.filter_column,
                         filter_min=config.filter_min, filter_max=config.filter_max)
     val_table = plan_videos(val_sources)
     frames = table.frames + val_table.frames
-    stream_above = loader.stream_above_mb
+    stream_above = config.stream_above_mb
     streaming = choose_streaming(frames, stream_above)
     mb = 2 * 112 * 112 * frames / 2 ** 20
     if streaming:
         log.info("train + val data: %d + %d videos, %.0f MiB of frames and masks > %g MiB "
                  "(train.stream_above_mb): streaming from Zarr, chunk cache %g MiB, %d reader "
                  "thread(s)", len(table.names), len(val_table.names), mb, stream_above,
-                 loader.cache_mb, loader.workers)
-        cache = int(loader.cache_mb * 2 ** 20)
+                 config.cache_mb, config.loader_workers)
+        cache = int(config.cache_mb * 2 ** 20)
         train, val = StreamingClips(table, cache), StreamingClips(val_table, cache // 4)
     else:
         log.info("train + val data: %d + %d videos, %.0f MiB of frames and masks <= %g MiB "
@@ -507,33 +457,148 @@ def _open_data(train_sources: Sequence[Source], val_sources: Sequence[Source],
             prepare_short_videos(val, L, config.short_videos), streaming)
 
 
+@dataclass
+class _Run:
+    """What one training run carries from epoch to epoch (and through a checkpoint)."""
+
+    model: StudentNet
+    ema_model: StudentNet | None  # weight average (config.ema > 0): what is validated and kept
+    opt: torch.optim.Optimizer
+    start: int = 0
+    history: list[dict] = field(default_factory=list)
+    best: dict | None = None
+    bad: int = 0
+    finished: bool = False
+
+
+def _start_or_resume(shape: StudentShape, config: TrainConfig, seed: int,
+                     device: torch.device, ckpt_path: Path, chash: str, dhash: str) -> _Run:
+    """A fresh model and optimizer seeded by ``seed``, or the state of the checkpoint at
+    ``ckpt_path`` when it was written for config hash ``chash``."""
+    torch.manual_seed(seed)
+    model = StudentNet(**asdict(shape)).to(device)
+    ema_model = None
+    if config.ema > 0:
+        ema_model = StudentNet(**asdict(shape)).to(device)
+        ema_model.load_state_dict(model.state_dict())
+        ema_model.requires_grad_(False)
+    run = _Run(model, ema_model, torch.optim.Adam(model.parameters(), lr=config.lr))
+    ck = _load_checkpoint(ckpt_path, chash, dhash)
+    if ck is not None:
+        model.load_state_dict(ck["model"])
+        if ema_model is not None:
+            ema_model.load_state_dict(ck["ema"])
+        run.opt.load_state_dict(ck["optimizer"])
+        torch.set_rng_state(ck["rng_torch"])
+        run.start, run.history, run.best = ck["epoch"] + 1, ck["history"], ck["best"]
+        run.bad, run.finished = ck["bad_epochs"], ck["finished"]
+        log.info("resuming from %s after epoch %d", ckpt_path, ck["epoch"])
+    return run
+
+
+def _train_epoch(run: _Run, train: ClipSet | StreamingClips, config: TrainConfig, seed: int,
+                 epoch: int, steps: int, streaming: bool, device: torch.device) -> float:
+    """One epoch of ``steps`` optimizer steps on clips drawn from a generator seeded by
+    ``(seed, epoch)``; returns the mean training loss."""
+    L = config.sequence_length
+    cuda = device.type == "cuda"
+    amp = config.amp and cuda
+    size = 56 if config.half_resolution else 112
+    shape = (config.batch, L, 1, size, size)
+    total_steps = config.epochs * steps  # the learning-rate schedule's horizon
+    rng = np.random.default_rng([seed, epoch])
+
+    def draw() -> tuple:
+        v, s = sample_clips(train.lengths, config.batch, L, rng, train.groups, train.weights)
+        return v, s, (draw_augment(rng, shape, config.augment_strength, config.sharpen)
+                      if config.augment else None)
+
+    def read(videos: np.ndarray, starts: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        f, m = train.read(videos, starts, L)
+        f, m = torch.from_numpy(f), torch.from_numpy(m)
+        if cuda:  # page-locked: the copy to the GPU runs asynchronously
+            f, m = f.pin_memory(), m.pin_memory()
+        return f, m
+
+    workers = config.loader_workers if streaming else 0
+    model, opt = run.model, run.opt
+    model.train()
+    loss_sum, step = 0.0, 0
+    for (_, _, aug), (f, m) in prefetch(draw, read, steps, workers,
+                                        READ_AHEAD * max(workers, 1)):
+        x, y = to_batch(f, m, config.half_resolution, device)
+        if aug is not None:
+            x = apply_augment(x, aug)
+        for group in opt.param_groups:
+            group["lr"] = config.lr * lr_factor(config.lr_schedule, epoch * steps + step,
+                                                total_steps)
+        step += 1
+        with (torch.autocast("cuda", dtype=torch.bfloat16) if amp else nullcontext()):
+            logits = forward_burn_in(model, x, config.burn_in)
+        loss = training_loss(logits.float(), y[:, config.burn_in:], config.loss,
+                             config.dice_weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if run.ema_model is not None:
+            ema_update(run.ema_model, model, config.ema, epoch * steps + step - 1)
+        loss_sum += loss.item()
+    return loss_sum / steps
+
+
+def _metadata(run: _Run, config: TrainConfig, shape: StudentShape, seed: int,
+              train_sources: Sequence[Source], val_sources: Sequence[Source],
+              train: ClipSet | StreamingClips, val: ClipSet | StreamingClips, n_val_clips: int,
+              steps: int, streaming: bool, dhash: str, chash: str) -> dict:
+    """The JSON-like record saved in student.pt's ``meta`` (best epoch, data, recipe)."""
+    best = run.best
+    meta = {
+        "best_epoch": int(best["epoch"]), "val_loss": float(best["val_loss"]),
+        "val_dice_vs_teacher": float(best["val_dice_vs_teacher"]),
+        "epochs_run": len(run.history), "stopped_early": len(run.history) < config.epochs,
+        "weights": count_weights(run.model), "steps_per_epoch": steps,
+        "train_videos": len(train), "val_videos": len(val), "val_clips": n_val_clips,
+        "skipped_short_videos": train.skipped + val.skipped,
+        "padded_short_videos": train.padded + val.padded,
+        "train_sources": [{"frames": s.frames, "masks": s.masks, "splits": list(s.splits),
+                           "weight": float(s.weight)} for s in train_sources],
+        "val_sources": [{"frames": s.frames, "masks": s.masks, "splits": list(s.splits)}
+                        for s in val_sources],
+        "data_path": "stream" if streaming else "ram",
+        "shape": asdict(shape), "train_config": asdict(config), "seed": seed,
+        "data_hash": dhash, "config_hash": chash,
+    }
+    if streaming:
+        meta["chunk_cache"] = {"hits": train.cache.hits, "misses": train.cache.misses}
+    return meta
+
+
 def train_student(train_sources: Sequence[Source], val_sources: Sequence[Source],
-                  config: TrainConfig, checkpoint: str | os.PathLike, *,
-                  loader: LoaderConfig | None = None,
+                  shape: StudentShape, config: TrainConfig, seed: int,
+                  checkpoint: str | os.PathLike, *,
                   live_dir: str | os.PathLike | None = None,
                   device: torch.device | str | None = None,
                   on_epoch_end: Callable[[int, dict], None] | None = None,
                   progress: bool = True) -> TrainResult:
-    """Train a student (see module docstring) and return the best epoch's model.
+    """Train a student of ``shape`` with recipe ``config`` (see module docstring) and return
+    the best epoch's model.
 
     Args:
-        train_sources: where training clips come from (``filter_*`` of ``config`` applies;
-            several sources are mixed by their ``weight``).
+        train_sources: where training clips come from (``config.filter_*`` applies; several
+            sources are mixed by their ``weight``).
         val_sources: validation videos (no filter), clips fixed by
             ``config.val_clips_per_video``.
+        seed: seeds the weights, the clip draws and the augmentation.
         checkpoint: file rewritten atomically after every epoch; resumed from when it holds
-            the same config hash (config + inputs fingerprint), ignored otherwise.
-        loader: RAM or streaming, cache, reader threads, AMP (default ``LoaderConfig()``);
-            it does not change the trained weights on CPU.
+            the same config hash (shape + recipe + seed + inputs fingerprint), else ignored.
         live_dir: dvclive directory, or None for no curves.
-        device: default CUDA when available, else CPU.
+        device: "auto" or None: CUDA when available, else CPU.
         on_epoch_end: called as ``fn(epoch, row)`` after each epoch's checkpoint is written
             (``row`` = that epoch's history entry); raising from it interrupts training.
     """
     device = resolve_device(device)
-    loader = loader or LoaderConfig()
     L = config.sequence_length
-    train, val, streaming = _open_data(train_sources, val_sources, config, loader)
+    train, val, streaming = _open_data(train_sources, val_sources, config)
     if len(train) == 0:
         raise InputError(f"no training video with at least {L} frames in "
                          f"{[(s.frames, s.splits) for s in train_sources]} (filter "
@@ -545,127 +610,55 @@ def train_student(train_sources: Sequence[Source], val_sources: Sequence[Source]
                          f"validation splits")
     val_videos, val_starts = fixed_clips(val.lengths, L, config.val_clips_per_video)
     dhash = inputs_fingerprint(list(train_sources) + list(val_sources), train, val)
-    chash = config_hash(config, dhash)
-    steps = config.steps_per_epoch or math.ceil(len(train) / config.batch_size)
-    cuda = device.type == "cuda"
-    amp = loader.amp and cuda
-    size = 56 if config.half_resolution else 112
-    shape = (config.batch_size, L, 1, size, size)
-    total_steps = config.epochs * steps  # the learning-rate schedule's horizon
-
-    torch.manual_seed(config.seed)
-    model = StudentNet(**config.model_config()).to(device)
-    ema_model = None  # weight average (config.ema > 0): what is validated and kept
-    if config.ema > 0:
-        ema_model = StudentNet(**config.model_config()).to(device)
-        ema_model.load_state_dict(model.state_dict())
-        ema_model.requires_grad_(False)
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
-    start, history, best, bad, finished = 0, [], None, 0, False
+    chash = config_hash(shape, config, seed, dhash)
+    steps = config.steps_per_epoch or math.ceil(len(train) / config.batch)
     ckpt_path = Path(checkpoint)
-    ck = _load_checkpoint(ckpt_path, chash, dhash)
-    if ck is not None:
-        model.load_state_dict(ck["model"])
-        if ema_model is not None:
-            ema_model.load_state_dict(ck["ema"])
-        opt.load_state_dict(ck["optimizer"])
-        torch.set_rng_state(ck["rng_torch"])
-        start, history, best = ck["epoch"] + 1, ck["history"], ck["best"]
-        bad, finished = ck["bad_epochs"], ck["finished"]
-        log.info("resuming from %s after epoch %d", ckpt_path, ck["epoch"])
-
-    def read(videos: np.ndarray, starts: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        f, m = train.read(videos, starts, L)
-        f, m = torch.from_numpy(f), torch.from_numpy(m)
-        if cuda:  # page-locked: the copy to the GPU runs asynchronously
-            f, m = f.pin_memory(), m.pin_memory()
-        return f, m
-
-    workers = loader.workers if streaming else 0
-    live = _open_live(live_dir, history)
+    run = _start_or_resume(shape, config, seed, device, ckpt_path, chash, dhash)
+    live = _open_live(live_dir, run.history)
     try:
-        bar = tqdm(range(start, config.epochs), desc="student epochs",
-                   disable=not progress or finished, initial=start, total=config.epochs)
+        bar = tqdm(range(run.start, config.epochs), desc="student epochs",
+                   disable=not progress or run.finished, initial=run.start,
+                   total=config.epochs)
         for epoch in bar:
-            if finished:
+            if run.finished:
                 break
-            rng = np.random.default_rng([config.seed, epoch])
-
-            def draw() -> tuple:
-                v, s = sample_clips(train.lengths, config.batch_size, L, rng, train.groups,
-                                    train.weights)
-                return v, s, (draw_augment(rng, shape, config.augment_strength,
-                                           config.sharpen) if config.augment else None)
-
-            model.train()
-            loss_sum, step = 0.0, 0
-            for (_, _, aug), (f, m) in prefetch(draw, read, steps, workers,
-                                                loader.depth * max(workers, 1)):
-                x, y = to_batch(f, m, config.half_resolution, device)
-                if aug is not None:
-                    x = apply_augment(x, aug)
-                for group in opt.param_groups:
-                    group["lr"] = config.lr * lr_factor(config.lr_schedule,
-                                                        epoch * steps + step, total_steps)
-                step += 1
-                with (torch.autocast("cuda", dtype=torch.bfloat16) if amp else nullcontext()):
-                    logits = forward_burn_in(model, x, config.burn_in)
-                loss = training_loss(logits.float(), y[:, config.burn_in:], config.loss,
-                                     config.dice_weight)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                if ema_model is not None:
-                    ema_update(ema_model, model, config.ema, epoch * steps + step - 1)
-                loss_sum += loss.item()
-            scored = model if ema_model is None else ema_model  # validated and kept
-            val_loss, val_dice = evaluate(scored, val, val_videos, val_starts, L,
-                                          config.batch_size, device)
-            row = {"epoch": epoch, "train_loss": loss_sum / steps, "val_loss": val_loss,
+            train_loss = _train_epoch(run, train, config, seed, epoch, steps, streaming, device)
+            scored = run.model if run.ema_model is None else run.ema_model
+            val_loss, val_dice = validate(scored, val, val_videos, val_starts, L, config.batch,
+                                          device)
+            row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
                    "val_dice_vs_teacher": val_dice}
-            history.append(row)
-            if best is None or val_loss < best["val_loss"]:
-                best = {"epoch": epoch, "val_loss": val_loss, "val_dice_vs_teacher": val_dice,
-                        "state_dict": clone_state(scored)}
-                bad = 0
+            run.history.append(row)
+            if run.best is None or val_loss < run.best["val_loss"]:
+                run.best = {"epoch": epoch, "val_loss": val_loss,
+                            "val_dice_vs_teacher": val_dice, "state_dict": clone_state(scored)}
+                run.bad = 0
             else:
-                bad += 1
-            finished = bad >= config.patience or epoch == config.epochs - 1
+                run.bad += 1
+            run.finished = run.bad >= config.patience or epoch == config.epochs - 1
             _save_checkpoint(ckpt_path, {
                 "format": CHECKPOINT_FORMAT, "config_hash": chash, "data_hash": dhash,
-                "config": asdict(config), "epoch": epoch, "model": clone_state(model),
-                "optimizer": opt.state_dict(), "rng_torch": torch.get_rng_state(),
-                "history": history, "best": best, "bad_epochs": bad, "finished": finished,
-                **({} if ema_model is None else {"ema": clone_state(ema_model)})})
+                "epoch": epoch, "model": clone_state(run.model),
+                "optimizer": run.opt.state_dict(), "rng_torch": torch.get_rng_state(),
+                "history": run.history, "best": run.best, "bad_epochs": run.bad,
+                "finished": run.finished,
+                **({} if run.ema_model is None else {"ema": clone_state(run.ema_model)})})
             if live is not None:
                 _log_row(live, row)
-            bar.set_postfix(train=f"{row['train_loss']:.4f}", val=f"{val_loss:.4f}",
+            bar.set_postfix(train=f"{train_loss:.4f}", val=f"{val_loss:.4f}",
                             dice=f"{val_dice:.3f}")
             if on_epoch_end is not None:
                 on_epoch_end(epoch, row)
-            if finished:
+            if run.finished:
                 break
     finally:
         if live is not None:
             live.end()
 
-    model.load_state_dict(best["state_dict"])
+    model = run.model
+    model.load_state_dict(run.best["state_dict"])
     model.eval()
-    meta = {
-        "best_epoch": int(best["epoch"]), "val_loss": float(best["val_loss"]),
-        "val_dice_vs_teacher": float(best["val_dice_vs_teacher"]),
-        "epochs_run": len(history), "stopped_early": len(history) < config.epochs,
-        "weights": count_weights(model), "steps_per_epoch": steps,
-        "train_videos": len(train), "val_videos": len(val), "val_clips": int(len(val_videos)),
-        "skipped_short_videos": train.skipped + val.skipped,
-        "padded_short_videos": train.padded + val.padded,
-        "train_sources": [{"frames": s.frames, "masks": s.masks, "splits": list(s.splits),
-                           "weight": float(s.weight)} for s in train_sources],
-        "val_sources": [{"frames": s.frames, "masks": s.masks, "splits": list(s.splits)}
-                        for s in val_sources],
-        "data_path": "stream" if streaming else "ram",
-        "train_config": asdict(config), "data_hash": dhash, "config_hash": chash,
-    }
-    if streaming:
-        meta["chunk_cache"] = {"hits": train.cache.hits, "misses": train.cache.misses}
-    return TrainResult(model, history, int(best["epoch"]), float(best["val_loss"]), meta)
+    meta = _metadata(run, config, shape, seed, train_sources, val_sources, train, val,
+                     int(len(val_videos)), steps, streaming, dhash, chash)
+    return TrainResult(model, run.history, int(run.best["epoch"]), float(run.best["val_loss"]),
+                       meta)

@@ -6,6 +6,8 @@ a ``fit`` callable to the member kinds of :mod:`echodfkd.teacher.members`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -37,6 +39,25 @@ def traced_training_set(store: FrameStore, split: str) -> tuple[np.ndarray, np.n
     images = np.asarray(store.frames.oindex[frame_ids])
     masks = np.asarray(store.traced_masks.oindex[rows["row"].to_numpy(dtype=int)])
     return images, masks
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """The ``teacher:`` section of params.yaml: the ``members`` to fuse (each ``fit``,
+    ``checkpoint:<file>`` or ``outputs:<folder>``, with an optional ``@<weight>``), the
+    labelled source ``fit`` members are fitted on (``fit_source``), their architecture
+    (``arch``, ``width``, ``depth``) and fitting recipe (``epochs``, ``batch``, ``lr``), and
+    the ``device`` for fitting and teacher_infer ("auto": CUDA when available)."""
+
+    members: list[str]
+    fit_source: str
+    arch: str
+    width: int
+    depth: int
+    epochs: int
+    batch: int
+    lr: float
+    device: str
 
 
 def make_teacher_dir(out_dir: str | os.PathLike, members: Sequence[Mapping[str, Any]],

@@ -10,6 +10,8 @@ starts again.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import hashlib
 import json
 import os
@@ -73,6 +75,17 @@ def _run_block(members: Sequence[Member], frames_path: str, masks_path: str, sta
 
 def _abs(path: str) -> str:
     return path if "://" in path else os.path.abspath(path)
+
+
+@dataclass(frozen=True)
+class TeacherInferConfig:
+    """The ``teacher_infer:`` section of params.yaml: ``batch`` frames per forward pass (0:
+    chosen for the device, :func:`echodfkd.runtime.teacher_batch`), ``amp`` (mixed precision
+    on CUDA, ignored on the CPU), ``workers`` threads with the local scheduler."""
+
+    batch: int
+    amp: bool
+    workers: int
 
 
 def infer_teacher(members: Sequence[Member], frames_store: FrameStore | str | os.PathLike,
