@@ -25,8 +25,11 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from echodfkd.cli import read_params
 from echodfkd.data.echonet import read_video
 from echodfkd.data.ingest import ingest_source
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def make_source(root: Path, videos: int, frames: int, seed: int = 0) -> None:
@@ -92,11 +95,17 @@ def main(argv: list[str] | None = None) -> None:
         if not args.src:
             make_source(src, args.videos, args.frames)
         paths = sorted((src / "Videos").glob("*.avi"))
+        # the pipeline's bad-row limit and tracing policy (params.yaml ``ingest``)
+        params = read_params(("ingest.max_bad_fraction", "ingest.tracing_policy"),
+                             ROOT / "params.yaml")
+        settings = {"max_bad_fraction": params.value("ingest.max_bad_fraction", float),
+                    "tracing_policy": params.value("ingest.tracing_policy", str)}
 
         def ingest(workers: int):
             return lambda: ingest_source(
-                src, work / f"out{workers}.zarr", workers=workers, progress=False,
-                shard_frames=args.shard_frames, chunk_frames=args.chunk_frames).frames
+                src, work / f"out{workers}.zarr", workers=workers, scheduler="", progress=False,
+                shard_frames=args.shard_frames, chunk_frames=args.chunk_frames,
+                **settings).frames
 
         methods = {"plain cv2 (1 thread)": lambda: plain_cv2(paths),
                    "read_video (1 thread)": lambda: sum(len(read_video(p)) for p in paths),

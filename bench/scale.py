@@ -39,6 +39,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _params(*keys: str):
+    """The project's params.yaml sections ``keys`` (the pipeline's settings)."""
+    from echodfkd.cli import read_params
+    return read_params(keys, ROOT / "params.yaml")
+
+
+def _layout() -> dict:
+    """``ingest.shard_frames`` and ``ingest.chunk_frames``: the stores' layout."""
+    params = _params("ingest")
+    return {k: params.value(f"ingest.{k}", int) for k in ("shard_frames", "chunk_frames")}
+
+
 # ----------------------------------------------------------------------------- child side
 
 def _child(stage: str, spec: dict) -> dict:
@@ -53,27 +65,33 @@ def _child(stage: str, spec: dict) -> dict:
 
         n = spec["videos"]
         generate_set(d / "raw", style="real", seed=3, n_train=n - n // 3,
-                     n_val=n // 6, n_test=n // 3 - n // 6, n_frames=spec["frames"],
-                     progress=False)
+                     n_val=n // 6, n_test=n // 3 - n // 6, n_extra=0,
+                     n_frames=spec["frames"], progress=False)
         return {}
     if stage == "ingest":
-        from echodfkd.data.ingest import ingest_source
+        from dataclasses import asdict, replace
 
-        ingest_source(d / "raw", frames, workers=2, progress=False)
+        from echodfkd.data.ingest import IngestConfig, ingest_source
+
+        cfg = replace(_params("ingest").config("ingest", IngestConfig), workers=2)
+        ingest_source(d / "raw", frames, **asdict(cfg), progress=False)
         return {}
     if stage == "teacher_infer":
         try:
             from echodfkd.teacher.infer import infer_teacher
             from echodfkd.teacher.members import load_members
 
+            params = _params("teacher.device", "teacher_infer.workers", "ingest.scheduler")
             infer_teacher(load_members(ROOT / "models" / "teacher"), frames, teacher,
-                          batch_size=64, amp=False, progress=False)
+                          batch_size=64, device=params.value("teacher.device", str), amp=False,
+                          scheduler=params.value("ingest.scheduler", str),
+                          workers=params.value("teacher_infer.workers", int), progress=False)
             return {"note": "models/teacher"}
         except Exception as exc:  # the teacher package is being reworked: a stand-in
             from echodfkd.data.store import init_mask_store, open_frames
 
             fs = open_frames(frames)
-            g = init_mask_store(teacher, fs, model="ground truth stand-in")
+            g = init_mask_store(teacher, fs, **_layout(), model="ground truth stand-in")
             for a in range(0, fs.frames.shape[0], 2048):
                 g["masks"][a:a + 2048] = fs.gt_masks[a:a + 2048] * 255
             g.attrs["complete"] = True
@@ -103,9 +121,11 @@ def _child(stage: str, spec: dict) -> dict:
         return {"epoch2_s": ends[2] - ends[1], "path": res.meta["data_path"],
                 "cache": res.meta.get("chunk_cache")}
     if stage == "infer":
-        from echodfkd.student.infer import infer_store
+        from echodfkd.student.infer import InferConfig, infer_store
 
-        infer_store(d / "train_stream.pt", frames, d / "student.zarr", device="cpu",
+        cfg = _params("infer").config("infer", InferConfig)
+        infer_store(d / "train_stream.pt", frames, d / "student.zarr", chunk=cfg.chunk,
+                    videos_per_batch=cfg.videos_per_batch or None, device="cpu", **_layout(),
                     splits=["TEST"], progress=False)
         return {}
     if stage == "evaluate":

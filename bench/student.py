@@ -128,10 +128,13 @@ def phantom_stores(folder: Path, n_videos: int, n_frames: int = 64) -> tuple[Pat
         "ESV": 0.0, "EDV": 0.0, "FrameHeight": 112, "FrameWidth": 112,
         "NumberOfFrames": n_frames})[INDEX_COLUMNS]
     fpath, mpath = folder / "frames.zarr", folder / "masks.zarr"
-    g = init_frame_store(fpath, index, 0, with_gt=False)
+    from echodfkd.cli import read_params
+    params = read_params(("ingest.shard_frames", "ingest.chunk_frames"), ROOT / "params.yaml")
+    layout = {k: params.value(f"ingest.{k}", int) for k in ("shard_frames", "chunk_frames")}
+    g = init_frame_store(fpath, index, 0, with_gt=False, **layout)
     g["frames"][:] = np.concatenate([v["frames"] for v in vids])
     finish_frame_store(g, index, pd.DataFrame(columns=TRACED_COLUMNS))
-    mg = init_mask_store(mpath, open_frames(fpath))
+    mg = init_mask_store(mpath, open_frames(fpath), **layout)
     mg["masks"][:] = np.concatenate([v["masks"] for v in vids]) * 255
     mg.attrs["complete"] = True
     return fpath, mpath
@@ -307,7 +310,7 @@ def side_by_side(rounds: int, threads: list[int], tmp: Path,
             for mode in ("train", "infer"):
                 for res in (112, 56):
                     torch.manual_seed(0)
-                    proj = StudentNet(*cfg)
+                    proj = StudentNet(*cfg, kernel_size=3, skip=False)
                     straight = StraightStudent(*cfg)
                     straight.load_state_dict(proj.state_dict())
                     proj, straight = proj.to(device), straight.to(device)
@@ -383,7 +386,7 @@ def export_formats(rounds: int, threads: list[int], n_frames: int, tmp: Path,
     rows = []
     for name, cfg in students.items():
         torch.manual_seed(0)
-        net = StudentNet(*cfg)
+        net = StudentNet(*cfg, kernel_size=3, skip=False)
         with torch.no_grad():  # one train-mode pass: non-trivial BatchNorm statistics
             net(torch.rand(2, 4, 1, 112, 112))
         net.eval()

@@ -81,9 +81,10 @@ def main(argv: list[str] | None = None) -> None:
         with Client(cluster) as client:
             client.run(_one_thread)
         startup = time.perf_counter() - t0
-        runs = {"local threads, 1 worker": dict(workers=1),
-                "local threads, 2 workers": dict(workers=2),
-                "LocalCluster, 2 processes": dict(scheduler=cluster.scheduler_address)}
+        runs = {"local threads, 1 worker": dict(scheduler="", workers=1),
+                "local threads, 2 workers": dict(scheduler="", workers=2),
+                "LocalCluster, 2 processes": dict(scheduler=cluster.scheduler_address,
+                                                  workers=1)}
         times: dict[str, list[float]] = {k: [] for k in runs}
         ref = None
         try:
@@ -91,8 +92,8 @@ def main(argv: list[str] | None = None) -> None:
                 for name, kw in runs.items():
                     out = root / f"m-{r}-{len(times[name])}-{name[:5]}.zarr"
                     t = time.perf_counter()
-                    ms = infer_teacher(members, store, out, batch_size=64, amp=False,
-                                       progress=False, **kw)
+                    ms = infer_teacher(members, store, out, batch_size=64, device="auto",
+                                       amp=False, progress=False, **kw)
                     times[name].append(time.perf_counter() - t)
                     masks = ms.masks[:]
                     if ref is None:

@@ -109,7 +109,7 @@ def _type_name(tp: Any) -> str:
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
         return " or ".join(_type_name(a) for a in args)
     if typing.get_origin(tp) is list:
-        return f"a list of {_type_name(args[0])}"
+        return f"a list ({_type_name(args[0])} each)"
     if typing.get_origin(tp) is dict:
         return f"a mapping of {_type_name(args[0])} to {_type_name(args[1])}"
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string",

@@ -7,12 +7,23 @@ import os
 
 import torch
 
+from echodfkd.errors import InputError
+
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """``None``, ``""`` or ``"auto"``: CUDA when available, else CPU; otherwise ``device``."""
     if device is None or device in ("", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def set_threads(threads: int) -> None:
+    """Use ``threads`` torch CPU threads (``train.threads``); 0 leaves torch's default (all
+    cores). A negative count raises :class:`~echodfkd.errors.InputError`."""
+    if threads < 0:
+        raise InputError(f"train.threads must be >= 0 (0: all cores), got {threads!r}")
+    if threads > 0:
+        torch.set_num_threads(threads)
 
 
 def file_sha256(path: str | os.PathLike) -> str:

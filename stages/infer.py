@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
 from echodfkd.cli import read_params, run
+from echodfkd.runtime import set_threads
 from echodfkd.student.infer import InferConfig, infer_store
 
 PARAMS = ("infer", "train.threads", "evaluate.split", "evaluate.agreement_split",
@@ -30,9 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     params = read_params(PARAMS)
     config = params.config("infer", InferConfig)
-    threads = params.value("train.threads", int)
-    if threads > 0:
-        torch.set_num_threads(threads)
+    set_threads(params.value("train.threads", int))
     splits = [params.value(k, str) for k in ("evaluate.split", "evaluate.agreement_split")]
     infer_store(a.student, a.frames, a.out, chunk=config.chunk,
                 videos_per_batch=config.videos_per_batch or None, device=config.device,

@@ -6,7 +6,7 @@
 Reads params.yaml ``ingest`` (the source folder ``--src`` is ``sources.<name>.path``).
 Outputs: the store at --out (written atomically) and the skip report at --skipped (CSV,
 header even when empty; written atomically after decoding, or when the stage fails on
---max-bad-fraction). Bad input or settings end in one line on stderr and exit status 1.
+``ingest.max_bad_fraction``). Bad input or settings end in one line on stderr and exit status 1.
 """
 
 from __future__ import annotations

@@ -1,12 +1,13 @@
 """Teacher inference stage: run the (fused) teacher over every frame of a source.
 
     python stages/teacher_infer.py --teacher models/teacher --frames data/frames/<src>.zarr \
-        --out data/teacher/<src>.zarr --batch 64 --amp true --scheduler "" --workers 1 \
-        --device auto --covered true
+        --out data/teacher/<src>.zarr --source <src>
 
-With ``--covered false`` (``sources.<src>.teacher: false``: an evaluation-only source) it writes
-a mask store holding no masks, only that record, so that later stages leave the teacher-
-referenced results of that source out (they never read a store left by another configuration).
+Reads params.yaml ``teacher_infer`` (batch, amp, workers), ``teacher.device``,
+``ingest.scheduler`` and ``sources.<src>.teacher``. When that is false (an evaluation-only
+source) it writes a mask store holding no masks, only that record, so that later stages leave
+the teacher-referenced results of that source out (they never read a store left by another
+configuration).
 
 Writes the mask store ``--out`` (uint8 masks = p * 255, aligned with the frames) atomically;
 an interrupted run resumes from ``<out>.partial``, skipping finished blocks, when its inputs

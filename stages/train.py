@@ -19,11 +19,10 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-import torch
-
 from echodfkd.cli import read_params, run
 from echodfkd.cost import count_weights, flops_per_frame
 from echodfkd.data.store import teacher_covers, write_text_atomic
+from echodfkd.runtime import set_threads
 from echodfkd.student.clips import parse_sources
 from echodfkd.student.export import ONNX_NAME, export_student_onnx
 from echodfkd.student.files import save_student
@@ -45,8 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     params = read_params(PARAMS + (a.shape,))
     config = params.config("train", TrainConfig)
     shape = params.config(a.shape, StudentShape)
-    if config.threads > 0:
-        torch.set_num_threads(config.threads)
+    set_threads(config.threads)
 
     def covers(source: str) -> bool:  # the teacher labels it: its mask store holds masks
         return teacher_covers(a.masks_dir / f"{source}.zarr")

@@ -3,7 +3,7 @@ with a test's overrides (the library carries no defaults that compete with param
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import yaml
@@ -23,6 +23,12 @@ def section(key: str, cls, **over):
     for part in key.split("."):
         node = node[part]
     return replace(as_config(cls, node, key, str(ROOT / "params.yaml")), **over)
+
+
+def ingest(**over) -> dict:
+    """The ``ingest`` section as keyword arguments of ``ingest_source`` (a new dict)."""
+    from echodfkd.data.ingest import IngestConfig
+    return asdict(section("ingest", IngestConfig, **over))
 
 
 def recipe(**over):

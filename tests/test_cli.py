@@ -48,7 +48,7 @@ def test_a_section_maps_onto_its_dataclass_by_field_name(tmp_path):
     ({"epochs": True}, ["train.epochs must be an integer, got True"]),
     ({"augment": "yes"}, ["train.augment must be true or false, got 'yes'"]),
     ({"filter_min": "low"}, ["train.filter_min must be a number or null, got 'low'"]),
-    ({"splits": "TEST"}, ["train.splits must be a list of a string, got 'TEST'"]),
+    ({"splits": "TEST"}, ["train.splits must be a list (a string each), got 'TEST'"]),
     ({"lrr": 0.1}, ["train.lrr is not a setting of train", "remove it or fix its spelling"]),
 ])
 def test_a_bad_key_is_one_line_naming_params_yaml_and_the_key(tmp_path, change, words):

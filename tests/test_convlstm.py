@@ -50,7 +50,7 @@ def test_sequence_equals_step_by_step():
 
 @pytest.mark.parametrize("skip", [False, True])
 def test_student_shapes(skip):
-    net = StudentNet(blocks=3, layers_per_block=2, hidden=4, skip=skip)
+    net = StudentNet(blocks=3, layers_per_block=2, hidden=4, kernel_size=3, skip=skip)
     y, state = net(torch.rand(2, 3, 1, 16, 24))
     assert y.shape == (2, 3, 1, 16, 24)
     assert len(state) == 6
@@ -61,7 +61,7 @@ def test_student_shapes(skip):
 
 
 def test_student_rejects_bad_sizes():
-    net = StudentNet(blocks=3, layers_per_block=1, hidden=2)
+    net = StudentNet(blocks=3, layers_per_block=1, hidden=2, kernel_size=3, skip=False)
     with pytest.raises(ValueError, match="divisible by 4"):
         net(torch.rand(1, 2, 1, 10, 12))
     with pytest.raises(ValueError, match=r"\(B, T, 1, H, W\)"):
@@ -76,17 +76,19 @@ def test_weight_count_formula():
     # blocks 2, layers 1, hidden 4, k 3:
     # cell0 (1+4)*16*9+16=736, BN 8; cell1 (4+8)*32*9+32=3488, BN 16;
     # decoder conv 8->4: 8*4*9+4=292, BN 8; head 4+1=5
-    assert n_weights(StudentNet(2, 1, 4)) == 736 + 8 + 3488 + 16 + 292 + 8 + 5
+    assert (n_weights(StudentNet(2, 1, 4, kernel_size=3, skip=False))
+            == 736 + 8 + 3488 + 16 + 292 + 8 + 5)
     # skip: the decoder conv sees 8+4 channels: 12*4*9+4=436
-    assert n_weights(StudentNet(2, 1, 4, skip=True)) == 736 + 8 + 3488 + 16 + 436 + 8 + 5
+    assert (n_weights(StudentNet(2, 1, 4, kernel_size=3, skip=True))
+            == 736 + 8 + 3488 + 16 + 436 + 8 + 5)
     # paper default 3x3, hidden 12: ~0.6M
-    assert n_weights(StudentNet(3, 3, 12)) == 611_185
+    assert n_weights(StudentNet(3, 3, 12, kernel_size=3, skip=False)) == 611_185
 
 
 @pytest.mark.parametrize("skip", [False, True])
 def test_chunked_equals_whole(skip):
     torch.manual_seed(1)
-    net = StudentNet(blocks=2, layers_per_block=2, hidden=3, skip=skip).eval()
+    net = StudentNet(blocks=2, layers_per_block=2, hidden=3, kernel_size=3, skip=skip).eval()
     x = torch.rand(1, 11, 1, 8, 8)
     with torch.no_grad():
         whole, _ = net(x)
@@ -99,7 +101,7 @@ def test_chunked_equals_whole(skip):
 
 def test_state_matters():
     torch.manual_seed(2)
-    net = StudentNet(blocks=1, layers_per_block=1, hidden=2).eval()
+    net = StudentNet(blocks=1, layers_per_block=1, hidden=2, kernel_size=3, skip=False).eval()
     x = torch.rand(1, 4, 1, 8, 8)
     with torch.no_grad():
         _, state = net(x[:, :2])
@@ -145,7 +147,7 @@ def _plain_forward(net, x):
 
 def test_student_equals_plain_formulation_with_gradients():
     torch.manual_seed(5)
-    net = StudentNet(blocks=3, layers_per_block=2, hidden=3).train()
+    net = StudentNet(blocks=3, layers_per_block=2, hidden=3, kernel_size=3, skip=False).train()
     x = torch.rand(2, 3, 1, 16, 16)
     fast, _ = net(x)
     fast.square().mean().backward()
@@ -159,7 +161,7 @@ def test_student_equals_plain_formulation_with_gradients():
 
 
 def test_state_dict_keys_are_the_plain_modules():
-    keys = set(StudentNet(2, 1, 4).state_dict())
+    keys = set(StudentNet(2, 1, 4, kernel_size=3, skip=False).state_dict())
     assert {"cells.0.conv.weight", "cells.1.conv.bias", "up_convs.0.weight", "head.weight",
             "head.bias", "norms.1.running_var"} <= keys
 
@@ -214,7 +216,7 @@ def test_layer_function_gradcheck_wide_float64():
 @pytest.mark.parametrize("mode", ["train", "eval"])
 def test_fused_equals_autograd_with_carried_state(layers, skip, mode):
     torch.manual_seed(8)
-    net = StudentNet(blocks=3, layers_per_block=layers, hidden=6, skip=skip)
+    net = StudentNet(blocks=3, layers_per_block=layers, hidden=6, kernel_size=3, skip=skip)
     net.train(mode == "train")
     x1 = torch.rand(2, 4, 1, 32, 32, requires_grad=True)
     x2 = torch.rand(2, 3, 1, 32, 32, requires_grad=True)
@@ -237,7 +239,7 @@ def test_fused_equals_autograd_with_carried_state(layers, skip, mode):
 def test_fused_backward_paper_width_float32():
     """A realistic width (hidden 16 -> 16/32/64 channels: both input-gradient branches)."""
     torch.manual_seed(9)
-    net = StudentNet(blocks=3, layers_per_block=2, hidden=16).train()
+    net = StudentNet(blocks=3, layers_per_block=2, hidden=16, kernel_size=3, skip=False).train()
     x = torch.rand(2, 5, 1, 32, 32, requires_grad=True)
     ya, sa, ga = _run(net, x, None, True)
     yb, sb, gb = _run(net, x, None, False)
@@ -248,7 +250,7 @@ def test_fused_backward_paper_width_float32():
 
 def test_nograd_path_equals_autograd_and_keeps_caller_state():
     torch.manual_seed(10)
-    net = StudentNet(blocks=2, layers_per_block=2, hidden=5).eval()
+    net = StudentNet(blocks=2, layers_per_block=2, hidden=5, kernel_size=3, skip=False).eval()
     x = torch.rand(1, 6, 1, 16, 16)
     with torch.no_grad():
         _, state = net(x[:, :2])
@@ -280,7 +282,7 @@ def test_cell_forward_sequence_paths_agree():
 
 def test_double_backward_needs_the_plain_path():
     torch.manual_seed(12)
-    net = StudentNet(blocks=1, layers_per_block=1, hidden=2)
+    net = StudentNet(blocks=1, layers_per_block=1, hidden=2, kernel_size=3, skip=False)
     x = torch.rand(1, 2, 1, 4, 4, requires_grad=True)
     net.fused = False
     (g,) = torch.autograd.grad(net(x)[0].square().sum(), x, create_graph=True)
@@ -305,7 +307,7 @@ def test_dgrad_kernels_equal_conv2d_input(in_ch):
 
 def test_flops_identical_on_both_paths():
     from echodfkd.cost import flops_per_frame
-    net = StudentNet(3, 1, 6)
+    net = StudentNet(3, 1, 6, kernel_size=3, skip=False)
     fused = flops_per_frame(net, "video", 32)
     net.fused = False
     assert flops_per_frame(net, "video", 32) == fused > 0

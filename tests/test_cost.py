@@ -28,7 +28,7 @@ def test_flops_single_conv_hand_checked():
 
 
 def test_student_flops_hand_checked_and_per_frame():
-    net = StudentNet(blocks=1, layers_per_block=1, hidden=4)
+    net = StudentNet(blocks=1, layers_per_block=1, hidden=4, kernel_size=3, skip=False)
     # cell conv over [x (1), h (4)] -> 16 channels, 3x3; head 4 -> 1
     expected = 2 * 16 * 16 * (16 * 5 * 9 + 4)
     assert flops_per_frame(net, "video", size=16, frames=3) == expected
@@ -36,12 +36,12 @@ def test_student_flops_hand_checked_and_per_frame():
 
 
 def test_student_flops_scale():
-    small = flops_per_frame(StudentNet(2, 1, 8), "video", size=56)
-    full = flops_per_frame(StudentNet(2, 1, 8), "video", size=112)
+    small = flops_per_frame(StudentNet(2, 1, 8, kernel_size=3, skip=False), "video", size=56)
+    full = flops_per_frame(StudentNet(2, 1, 8, kernel_size=3, skip=False), "video", size=112)
     assert full == 4 * small
-    wide = flops_per_frame(StudentNet(2, 1, 16), "video", size=112)
+    wide = flops_per_frame(StudentNet(2, 1, 16, kernel_size=3, skip=False), "video", size=112)
     assert 2 * full < wide <= 4 * full
-    deep = flops_per_frame(StudentNet(3, 3, 12), "video", size=112)
+    deep = flops_per_frame(StudentNet(3, 3, 12, kernel_size=3, skip=False), "video", size=112)
     assert deep > wide > 0
 
 
@@ -51,7 +51,7 @@ def test_flops_rejects_unknown_kind():
 
 
 def test_flops_restores_training_mode():
-    net = StudentNet(1, 1, 2).train()
+    net = StudentNet(1, 1, 2, kernel_size=3, skip=False).train()
     flops_per_frame(net, "video", size=8)
     assert net.training
 

@@ -215,33 +215,55 @@ def test_library_has_no_defaults_competing_with_params():
     """A value params.yaml defines has no second home as a library default."""
     import inspect
 
-    from echodfkd.data import ingest, store
+    from echodfkd.data import echonet, ingest, store
     from echodfkd.data.phantom import generate_set
+    from echodfkd.student import clips, train
     from echodfkd.student import infer as student_infer
-    from echodfkd.student.model import StudentNet
-    from echodfkd.teacher import build, fit, infer
+    from echodfkd.student.model import ConvLSTMCell, StudentNet
+    from echodfkd.teacher import build, fit, infer, model
+    from echodfkd.teacher.unet import UNet
 
+    filters = ("filter_column", "filter_min", "filter_max")
     checks = {
         store.init_frame_store: ("shard_frames", "chunk_frames"),
         store.create_frame_array: ("shard_frames", "chunk_frames"),
         store.init_mask_store: ("shard_frames", "chunk_frames"),
         ingest.ingest_source: ("shard_frames", "chunk_frames", "workers", "scheduler",
                                "max_bad_fraction", "tracing_policy"),
+        ingest._Item: ("tracing_policy",),
+        echonet.tracing_masks: ("policy",),
         student_infer.infer_store: ("chunk", "videos_per_batch", "device", "shard_frames",
                                     "chunk_frames"),
         student_infer.predict_videos: ("chunk",),
+        student_infer.predict_video: ("chunk",),
+        student_infer.predict_padded: ("chunk",),
         StudentNet: ("blocks", "layers_per_block", "hidden", "kernel_size", "skip"),
-        fit.fit_teacher: ("width", "depth", "epochs", "lr", "batch_size"),
-        build.make_teacher_dir: ("arch", "width", "depth", "epochs", "batch_size", "lr"),
-        infer.infer_teacher: ("batch_size", "amp", "scheduler", "workers"),
+        ConvLSTMCell: ("kernel_size",),
+        clips.select_videos: filters,
+        clips.plan_videos: filters,
+        clips.load_videos: filters,
+        clips.parse_sources: ("what",),
+        train.training_loss: ("loss", "dice_weight"),
+        train.draw_augment: ("strength", "sharpen"),
+        train.augment_ranges: ("strength",),
+        fit.fit_teacher: ("width", "depth", "epochs", "lr", "batch_size", "seed"),
+        UNet: ("width", "depth"),
+        build.make_teacher_dir: ("arch", "width", "depth", "epochs", "batch_size", "lr",
+                                 "seed", "device"),
+        infer.infer_teacher: ("batch_size", "amp", "scheduler", "workers", "device"),
+        model.load_teacher: ("device", "amp"),
+        model.cached_teacher: ("device", "amp"),
+        model.TeacherModel: ("amp",),
+        model.TeacherModel.predict_proba: ("batch_size",),
+        model.TeacherModel.predict_logits: ("batch_size",),
         generate_set: ("n_train", "n_val", "n_test", "n_extra", "n_frames"),
     }
     for fn, keys in checks.items():
         sig = inspect.signature(fn)
         for k in keys:
-            if k in sig.parameters:
-                assert sig.parameters[k].default is inspect.Parameter.empty, \
-                    f"{fn.__qualname__}({k}=...) competes with params.yaml"
+            assert k in sig.parameters, f"{fn.__qualname__} has no parameter {k!r}"
+            assert sig.parameters[k].default is inspect.Parameter.empty, \
+                f"{fn.__qualname__}({k}=...) competes with params.yaml"
 
 
 def test_lock_holds_only_current_stages():

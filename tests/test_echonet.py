@@ -205,7 +205,7 @@ def test_tracing_masks_ed_es_and_row_counts(tmp_path):
     small = tracing_rows("v.avi", 3, 15, 30, np.linspace(20, 50, 20))
     tr = tracings_df(tmp_path, small + big)
     assert list(tr["FileName"].unique()) == ["v"]
-    traced, skips = tracing_masks(tr, n_frames=10)
+    traced, skips = tracing_masks(tr, n_frames=10, policy="first")
     assert skips == []
     assert [(t.frame, t.phase) for t in traced] == [(3, "ES"), (7, "ED")]
     ed = traced[1].mask
@@ -224,7 +224,7 @@ def test_tracing_masks_refusals(tmp_path):
     nan_rows = tracing_rows("v", 8, 15, 30, np.linspace(20, 50, 20))
     nan_rows[3] = ("v", np.nan, 30.0, 30.0, 30.0, 8)
     tr = tracings_df(tmp_path, rows + nan_rows)
-    traced, skips = tracing_masks(tr, n_frames=20)
+    traced, skips = tracing_masks(tr, n_frames=20, policy="first")
     assert [(t.frame, t.phase) for t in traced] == [(2, "ED"), (4, "ES")]
     reasons = {s.reason.split(" ")[2]: s for s in skips}
     assert len(skips) == 3 and all(s.kind == "tracing" for s in skips)
@@ -242,11 +242,11 @@ def test_tracing_masks_third_frame_and_lone_frame(tmp_path):
     rows = (tracing_rows("v", 1, 10, 40, np.linspace(10, 60, 20))
             + tracing_rows("v", 2, 12, 38, np.linspace(10, 60, 20))
             + tracing_rows("v", 3, 15, 30, np.linspace(20, 50, 20)))
-    traced, skips = tracing_masks(tracings_df(tmp_path, rows), n_frames=5)
+    traced, skips = tracing_masks(tracings_df(tmp_path, rows), n_frames=5, policy="first")
     assert [(t.frame, t.phase) for t in traced] == [(1, "ED"), (3, "ES")]
     assert len(skips) == 1 and "third traced frame" in skips[0].reason
     lone = tracing_rows("w", 1, 10, 40, np.linspace(10, 60, 20))
-    traced, skips = tracing_masks(tracings_df(tmp_path, lone), n_frames=5)
+    traced, skips = tracing_masks(tracings_df(tmp_path, lone), n_frames=5, policy="first")
     assert traced == [] and "only one usable traced frame" in skips[0].reason
 
 
@@ -339,7 +339,7 @@ def test_20_row_frames_are_used_and_noted(tmp_path):
 
 def test_frame_without_a_tracing_is_refused(tmp_path):
     rows = tracing("v", 5, **A)[:3] + tracing("v", 7, **A) + ES_ROWS   # frame 5: 2 chords
-    traced, skips = tracing_masks(tracings_df(tmp_path, rows), n_frames=12)
+    traced, skips = tracing_masks(tracings_df(tmp_path, rows), n_frames=12, policy="first")
     assert [(t.frame, t.phase) for t in traced] == [(7, "ED"), (9, "ES")]
     assert [(s.kind, s.row) for s in skips] == [("tracing", 2)]
     assert "frame 5 has 3 rows (lines 2-4: long axis + 2 chords) and no tracing" in \
@@ -358,7 +358,7 @@ def test_non_numeric_values_are_quoted_with_their_line(tmp_path):
     assert list(tr["unreadable"][:4]) == ["", "", "X1 'abc'", ""]
     assert tr["unreadable"][42] == "Frame '7x'" and tr["unreadable"][44] == "Y2 'NaN'"
     assert (tr["unreadable"] != "").sum() == 3
-    traced, skips = tracing_masks(tr, n_frames=12)
+    traced, skips = tracing_masks(tr, n_frames=12, policy="first")
     assert traced == []
     assert [(s.kind, s.row, s.reason) for s in skips] == [
         ("tracing", 2, "traced frame 2 has a coordinate that is not a finite number (line 4: "
@@ -400,7 +400,7 @@ def test_malformed_tracing_is_refused(tmp_path, case):
     rows = tracing("v", 2, **A) + [AXIS5] + chords + ES_ROWS
     assert [p.kind for p in split_tracing(np.array([r[1:5] for r in rows[21:42]]))] == \
         ["tracing"]   # it looks like a complete tracing: a long axis + 20 chords
-    traced, skips = tracing_masks(tracings_df(tmp_path, rows), n_frames=12)
+    traced, skips = tracing_masks(tracings_df(tmp_path, rows), n_frames=12, policy="first")
     # before: frame 5 was accepted as a 2-20 pixel mask and became the ES frame
     assert [(t.frame, t.phase) for t in traced] == [(2, "ED"), (9, "ES")]
     assert np.array_equal(traced[0].mask, MASK_A)
@@ -473,7 +473,7 @@ def test_tracing_scaled_with_a_640x480_video(tmp_path):
     rows += [("v", 160.0, y, 479.0, y, 5) for y in np.linspace(120, 359, 20)]
     es = tracing("v", 9, cx=320, top=200, bottom=300, half_width=40)
     traced, skips = tracing_masks(tracings_df(tmp_path, rows + es), n_frames=12, width=640,
-                                  height=480)
+                                  height=480, policy="first")
     assert skips == [] and traced[0].phase == "ED"
     assert np.array_equal(traced[0].mask, rectangle(28, 83, 28, 83))
     # unscaled (the old way), the same rows fall outside the 112x112 frame: an empty mask
@@ -482,7 +482,7 @@ def test_tracing_scaled_with_a_640x480_video(tmp_path):
 
 def test_tracing_masks_no_tracing():
     empty = pd.DataFrame(columns=["FileName", "X1", "Y1", "X2", "Y2", "Frame", "row"])
-    assert tracing_masks(empty, n_frames=10) == ([], [])
+    assert tracing_masks(empty, n_frames=10, policy="first") == ([], [])
 
 
 def test_read_tracings_missing_column(tmp_path):

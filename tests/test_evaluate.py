@@ -2,7 +2,6 @@ import json
 import logging
 import math
 import runpy
-import shutil
 from pathlib import Path
 
 import numpy as np

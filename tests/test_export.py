@@ -14,7 +14,7 @@ def _one_thread():
 def _trained_like(blocks, layers, hidden, skip=False):
     """A student with non-trivial BatchNorm statistics (as after training), in eval mode."""
     torch.manual_seed(3)
-    net = StudentNet(blocks, layers, hidden, skip=skip)
+    net = StudentNet(blocks, layers, hidden, kernel_size=3, skip=skip)
     with torch.no_grad():
         net(torch.rand(2, 3, 1, 16, 16))  # train-mode pass updates the running stats
     return net.eval()
@@ -47,7 +47,7 @@ def test_exported_serves_other_frame_sizes(tmp_path):
 
 
 def test_state_shapes_hand_checked():
-    cfg = StudentNet(2, 2, 3).config()
+    cfg = StudentNet(2, 2, 3, kernel_size=3, skip=False).config()
     assert state_shapes(cfg, 1, 8, 12) == [(1, 3, 8, 12)] * 4 + [(1, 6, 4, 6)] * 4
 
 
@@ -100,7 +100,7 @@ def test_onnx_serves_other_batches_and_frame_sizes(tmp_path):
 
 def test_onnx_names_hand_checked():
     from echodfkd.student.export import onnx_names
-    assert onnx_names(StudentNet(2, 1, 3).config()) == (
+    assert onnx_names(StudentNet(2, 1, 3, kernel_size=3, skip=False).config()) == (
         ["frame", "h_0", "c_0", "h_1", "c_1"], ["logits", "h_0_out", "c_0_out", "h_1_out",
                                                 "c_1_out"])
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 import echodfkd.data.ingest as ingest_module
 from echodfkd.cli import run
@@ -17,16 +18,37 @@ from echodfkd.data.echonet import read_tracings, read_video, tracing_masks
 from echodfkd.errors import InputError
 from echodfkd.data.ingest import IngestError, ingest_source
 from echodfkd.data.store import StoreWriteError, open_frames, partial_path
+from params import ingest as pipeline_ingest
+from params import write_params
 from videos import rectangle, smooth_frames, tracing, write_avi
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGE_ARGS = ["--scheduler", "", "--workers", "1", "--max-bad-fraction", "0.05",
-              "--shard-frames", "32", "--chunk-frames", "8", "--tracing-policy", "first",
-              "--no-progress"]
+# the stage's ``ingest`` params in these tests (every key of the section)
+STAGE_INGEST = {"scheduler": "", "workers": 1, "max_bad_fraction": 0.05, "shard_frames": 32,
+                "chunk_frames": 8, "tracing_policy": "first"}
+DROP = object()   # an ``over`` value that removes the key from params.yaml
+
+
+def stage_params(monkeypatch, folder: Path, **over) -> Path:
+    """Write ``folder``/params.yaml (the project's, with ``STAGE_INGEST`` and ``over`` in
+    ``ingest``; a ``DROP`` value removes the key) and run the stage there. Returns its path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = write_params(folder)
+    values = yaml.safe_load(path.read_text())
+    values["ingest"] = {k: v for k, v in {**STAGE_INGEST, **over}.items() if v is not DROP}
+    path.write_text(yaml.safe_dump(values, sort_keys=False))
+    monkeypatch.chdir(folder)
+    return path
+
+
+def stage_args(src, out, skipped) -> list[str]:
+    """The stage's command line: paths only (absolute, the stage runs elsewhere)."""
+    return ["--src", str(src), "--out", str(out), "--skipped", str(skipped), "--no-progress"]
 
 
 def stage_main(argv: list[str]) -> None:
-    """Run stages/ingest.py as ``python stages/ingest.py`` would (through cli.run)."""
+    """Run stages/ingest.py as ``python stages/ingest.py`` would (through cli.run), reading
+    the params.yaml of the current directory."""
     run(runpy.run_path(str(ROOT / "stages" / "ingest.py"))["main"], argv)
 
 # name, frames, fps, size, NumberOfFrames written in FileList, Split
@@ -59,7 +81,9 @@ def make_source(root: Path, videos=VIDEOS, extra_rows: list[str] = (),
 
 
 def ingest(root, out, **kw):
-    kw = {"shard_frames": 16, "chunk_frames": 8, "workers": 2, "progress": False, **kw}
+    """ingest_source with small shards, local threads and ``kw``."""
+    kw = {"shard_frames": 16, "chunk_frames": 8, "workers": 2, "scheduler": "",
+          "max_bad_fraction": 0.05, "tracing_policy": "first", "progress": False, **kw}
     return ingest_source(root, out, **kw)
 
 
@@ -86,7 +110,8 @@ def test_ingest_contents_index_and_tracings(tmp_path):
                                           ("v2", 2, 1, "ED", 2), ("v2", 2, 5, "ES", 3)]
     tr = read_tracings(root / "VolumeTracings.csv")
     for name, n, size in (("v0", 12, 112), ("v2", 10, 128)):
-        expected, _ = tracing_masks(tr[tr["FileName"] == name], n, width=size, height=size)
+        expected, _ = tracing_masks(tr[tr["FileName"] == name], n, width=size, height=size,
+                                    policy="first")
         rows = traced[traced["FileName"] == name]["row"].to_list()
         for t, r in zip(expected, rows):
             assert np.array_equal(store.traced_masks[r], t.mask)
@@ -211,72 +236,98 @@ def test_distributed_scheduler(tmp_path):
     assert local.index.equals(dist.index) and local.fingerprint == dist.fingerprint
 
 
-def test_stage_cli(tmp_path, capsys):
+def test_stage_cli(tmp_path, capsys, monkeypatch):
     root = make_source(tmp_path / "src")
     out, skipped = tmp_path / "frames" / "real.zarr", tmp_path / "reports" / "skipped.csv"
-    args = ["--src", str(root), "--out", str(out), "--skipped", str(skipped)] + STAGE_ARGS
+    stage_params(monkeypatch, tmp_path / "project")
+    args = stage_args(root, out, skipped)
     stage_main(args)
-    assert open_frames(out).frames.shape == (42, 112, 112)
+    frames = open_frames(out).frames
+    assert frames.shape == (42, 112, 112)
+    # the layout is params.yaml's (ingest.shard_frames 32, ingest.chunk_frames 8)
+    assert frames.shards[0] == 32 and frames.chunks[0] == 8
     assert skipped.read_text().startswith("FileName,file,row,kind,reason\n")
     # an empty report still has its header
     clean = make_source(tmp_path / "clean", videos=VIDEOS[:2])
     (clean / "VolumeTracings.csv").unlink()
-    stage_main(args[:1] + [str(clean)] + args[2:])
+    stage_main(stage_args(clean, out, skipped))
     assert skipped.read_text() == "FileName,file,row,kind,reason\n"
     # failing on the bad fraction: one line, exit status 1, report written, no store
     bad = make_bad_source(tmp_path / "bad")
     out2 = tmp_path / "frames" / "bad.zarr"
     capsys.readouterr()
     with pytest.raises(SystemExit) as err:
-        stage_main(["--src", str(bad), "--out", str(out2), "--skipped", str(skipped)]
-                   + STAGE_ARGS)
+        stage_main(stage_args(bad, out2, skipped))
     assert err.value.code == 1 and not out2.exists()
     line = capsys.readouterr().err
     assert line.count("\n") == 1 and "max_bad_fraction" in line
     assert "missing" in set(pd.read_csv(skipped)["kind"])
 
 
-def test_stage_requires_every_value(tmp_path):
+def test_stage_requires_every_value(tmp_path, monkeypatch, capsys):
     root = make_source(tmp_path / "src", videos=VIDEOS[:1])
-    base = ["--src", str(root), "--out", str(tmp_path / "o.zarr"), "--skipped",
-            str(tmp_path / "s.csv")]
-    for k in range(0, len(STAGE_ARGS) - 1, 2):   # leave out one value argument at a time
+    out, skipped = tmp_path / "o.zarr", tmp_path / "s.csv"
+    base = stage_args(root, out, skipped)
+    stage_params(monkeypatch, tmp_path / "project")
+    for k in range(0, 6, 2):                     # leave out one path argument at a time
         with pytest.raises(SystemExit) as err:
-            stage_main(base + STAGE_ARGS[:k] + STAGE_ARGS[k + 2:])
+            stage_main(base[:k] + base[k + 2:])
         assert err.value.code == 2
-    assert not (tmp_path / "o.zarr").exists()
+    for key in STAGE_INGEST:                     # leave out one params key at a time
+        stage_params(monkeypatch, tmp_path / "project", **{key: DROP})
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as err:
+            stage_main(base)
+        text = capsys.readouterr().err
+        assert err.value.code == 1 and text.count("\n") == 1
+        assert text.startswith(f"error: params.yaml: ingest.{key} is missing"), text
+    # an unknown key (a misspelt setting) is refused too
+    stage_params(monkeypatch, tmp_path / "project", shard_frame=32)
+    with pytest.raises(SystemExit) as err:
+        stage_main(base)
+    text = capsys.readouterr().err
+    assert err.value.code == 1 and text.count("\n") == 1
+    assert text.startswith("error: params.yaml: ingest.shard_frame is not a setting of ingest")
+    assert not out.exists() and not skipped.exists()
 
 
-@pytest.mark.parametrize("flag, value, message", [
-    ("--max-bad-fraction", "nan", r"max_bad_fraction must be a number in \[0, 1\], got nan"),
-    ("--max-bad-fraction", "1.5", r"got 1\.5: fix ingest\.max_bad_fraction"),
-    ("--shard-frames", "0", r"shard_frames must be a whole number >= 1, got 0"),
-    ("--chunk-frames", "-8", r"chunk_frames must be a whole number >= 1, got -8"),
-    ("--chunk-frames", "12", r"shard_frames 32 is not a multiple of chunk_frames 12"),
-    ("--workers", "0", r"workers must be a whole number >= 1, got 0"),
-    ("--tracing-policy", "mean", r"tracing_policy 'mean' is not one of first, last, largest"),
+@pytest.mark.parametrize("key, value, message", [
+    ("max_bad_fraction", float("nan"),
+     r"max_bad_fraction must be a number in \[0, 1\], got nan"),
+    ("max_bad_fraction", 1.5, r"got 1\.5: fix ingest\.max_bad_fraction"),
+    ("shard_frames", 0, r"shard_frames must be a whole number >= 1, got 0"),
+    ("chunk_frames", -8, r"chunk_frames must be a whole number >= 1, got -8"),
+    ("chunk_frames", 12, r"shard_frames 32 is not a multiple of chunk_frames 12"),
+    ("workers", 0, r"workers must be a whole number >= 1, got 0"),
+    ("tracing_policy", "mean", r"tracing_policy 'mean' is not one of first, last, largest"),
+    # a value of the wrong type is refused while params.yaml is read
+    ("shard_frames", "abc",
+     r"^error: params\.yaml: ingest\.shard_frames must be an integer, got 'abc'"),
+    ("shard_frames", 32.0, r"^error: params\.yaml: ingest\.shard_frames must be an integer, "
+                           r"got 32\.0"),
+    ("max_bad_fraction", "nan",
+     r"^error: params\.yaml: ingest\.max_bad_fraction must be a number, got 'nan'"),
 ])
-def test_stage_bad_settings_are_one_line_errors(tmp_path, capsys, flag, value, message):
+def test_stage_bad_settings_are_one_line_errors(tmp_path, capsys, monkeypatch, key, value,
+                                                message):
     root = make_source(tmp_path / "src", videos=VIDEOS[:1])
     skipped = tmp_path / "s.csv"
-    args = list(STAGE_ARGS)
-    args[args.index(flag) + 1] = value
+    stage_params(monkeypatch, tmp_path / "project", **{key: value})
     with pytest.raises(SystemExit) as err:
-        stage_main(["--src", str(root), "--out", str(tmp_path / "o.zarr"), "--skipped",
-                    str(skipped)] + args)
+        stage_main(stage_args(root, tmp_path / "o.zarr", skipped))
     err_text = capsys.readouterr().err
     assert err.value.code == 1 and err_text.count("\n") == 1
     assert re.search(message, err_text), err_text
     assert not (tmp_path / "o.zarr").exists() and not skipped.exists()
 
 
-def test_stage_unreadable_filelist_is_a_one_line_error(tmp_path, capsys):
+def test_stage_unreadable_filelist_is_a_one_line_error(tmp_path, capsys, monkeypatch):
     root = make_source(tmp_path / "src", videos=VIDEOS[:1])
     with open(root / "FileList.csv", "ab") as f:
         f.write("v\u00e9,50,0,0,112,112,50,12,TRAIN\n".encode("latin-1"))   # line 3
+    stage_params(monkeypatch, tmp_path / "project")
     with pytest.raises(SystemExit) as err:
-        stage_main(["--src", str(root), "--out", str(tmp_path / "o.zarr"), "--skipped",
-                    str(tmp_path / "s.csv")] + STAGE_ARGS)
+        stage_main(stage_args(root, tmp_path / "o.zarr", tmp_path / "s.csv"))
     text = capsys.readouterr().err
     assert err.value.code == 1 and text.count("\n") == 1
     assert "FileList.csv' line 3 is not valid UTF-8" in text
@@ -387,9 +438,12 @@ def test_video_links_outside_the_source_are_bad_rows(tmp_path):
          f"video file {link!r} resolves to {str(outside)!r} (a symbolic link), outside the "
          f"source folder {str(root)!r}: copy the file into the source folder (links must stay "
          f"inside it)")]
-    # with the default max_bad_fraction (5%) that one bad row of 4 stops the stage
+    # with the pipeline's max_bad_fraction (params.yaml: 5%) that one bad row of 4 stops the
+    # stage
+    limit = pipeline_ingest()["max_bad_fraction"]
+    assert limit < 1 / 4
     with pytest.raises(IngestError, match=r"1 of 4 FileList rows .* by kind: \{'video': 1\}"):
-        ingest(root, tmp_path / "out2.zarr")
+        ingest(root, tmp_path / "out2.zarr", max_bad_fraction=limit)
 
 
 def test_malformed_and_non_numeric_tracings_reach_the_skip_report(tmp_path):

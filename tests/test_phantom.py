@@ -54,7 +54,7 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 def real_set(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("ph") / "real"
     P.generate_set(out, style="real", seed=5, n_train=3, n_val=1, n_test=2,
-                   n_frames=N_FRAMES, progress=False)
+                   n_extra=0, n_frames=N_FRAMES, progress=False)
     return out
 
 
@@ -74,7 +74,7 @@ def all_bytes(root: Path) -> dict[str, bytes]:
 def test_byte_identical_for_same_seed(real_set, tmp_path):
     again = tmp_path / "again"
     P.generate_set(again, style="real", seed=5, n_train=3, n_val=1, n_test=2,
-                   n_frames=N_FRAMES, progress=False)
+                   n_extra=0, n_frames=N_FRAMES, progress=False)
     a, b = all_bytes(real_set), all_bytes(again)
     assert a.keys() == b.keys()
     assert [k for k in a if a[k] != b[k]] == []
@@ -83,7 +83,7 @@ def test_byte_identical_for_same_seed(real_set, tmp_path):
 def test_other_seed_differs(real_set, tmp_path):
     other = tmp_path / "other"
     fl = P.generate_set(other, style="real", seed=7, n_train=3, n_val=1, n_test=2,
-                        n_frames=N_FRAMES, progress=False)
+                        n_extra=0, n_frames=N_FRAMES, progress=False)
     assert set(fl["FileName"]).isdisjoint(pd.read_csv(real_set / "FileList.csv")["FileName"])
 
 
@@ -206,7 +206,7 @@ def test_tracings(real_set):
 
 def test_ef_consistent_with_volumes_and_areas(tmp_path):
     fl = P.generate_set(tmp_path / "r", style="real", seed=3, n_train=8, n_val=0, n_test=0,
-                        n_frames=40, progress=False)
+                        n_extra=0, n_frames=40, progress=False)
     fl = pd.read_csv(tmp_path / "r" / "FileList.csv")  # as written
     ef_vol = 100.0 * (fl["EDV"] - fl["ESV"]) / fl["EDV"]
     assert np.allclose(fl["EF"], ef_vol, atol=2e-3)
@@ -262,11 +262,11 @@ def test_preview(real_set, synthetic_set, tmp_path):
 def test_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="style"):
         P.generate_set(tmp_path / "x", style="fake", seed=0, n_train=1, n_val=0, n_test=0,
-                       n_frames=N_FRAMES, progress=False)
+                       n_extra=0, n_frames=N_FRAMES, progress=False)
     with pytest.raises(ValueError, match="EXTRA"):
         P.generate_set(tmp_path / "x", style="real", seed=0, n_train=1, n_val=0, n_test=0,
                        n_extra=1, n_frames=N_FRAMES, progress=False)
-    with pytest.raises(ValueError, match="n_frames"):
+    with pytest.raises(ValueError, match="frames must be >= 16 to hold a cardiac cycle, got 8"):
         P.make_video("real", 0, "TRAIN", 0, 8)
     assert not (tmp_path / "x").exists()
 
@@ -274,9 +274,9 @@ def test_bad_arguments(tmp_path):
 def test_regenerate_replaces(tmp_path):
     out = tmp_path / "s"
     P.generate_set(out, style="synthetic", seed=1, n_train=2, n_val=0, n_test=0,
-                   n_frames=N_FRAMES, progress=False)
+                   n_extra=0, n_frames=N_FRAMES, progress=False)
     P.generate_set(out, style="synthetic", seed=1, n_train=1, n_val=0, n_test=0,
-                   n_frames=N_FRAMES, progress=False)
+                   n_extra=0, n_frames=N_FRAMES, progress=False)
     assert len(list((out / "Videos").iterdir())) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]
 
@@ -309,7 +309,7 @@ def test_stage_script(tmp_path):
 @pytest.mark.parametrize("name, over, message", [
     ("syn", {"style": "cartoon"},
      "params.yaml: phantom.syn: style must be one of ['real', 'synthetic'], got 'cartoon'"),
-    ("syn", {"frames": 1}, "params.yaml: phantom.syn: frames must be >= 2 per video, got 1"),
+    ("syn", {"frames": 1}, "params.yaml: phantom.syn: frames must be >= 16 to hold a cardiac cycle, got 1"),
     ("syn", {"val": -1}, "params.yaml: phantom.syn: val must be >= 0 videos, got -1"),
     ("syn", {"seed": 1.5}, "params.yaml: phantom.syn.seed must be an integer, got 1.5"),
     ("nope", {}, "params.yaml: phantom.nope is missing"),

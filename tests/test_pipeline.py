@@ -190,7 +190,6 @@ def test_exp_run_composite_batches_and_ef_condition(clone: Path):
     params = yaml.safe_load((clone / "params.yaml").read_text())
     assert params["train"]["sources"] == "synthetic:TRAIN@3 real:TRAIN@1"
     # both sources took part, each filtered to 10 <= EF <= 60
-    import zarr  # noqa: F401  (the stores are read through echodfkd.data.store)
     from echodfkd.data.store import open_frames
     expected = 0
     for src in ("synthetic", "real"):
@@ -208,9 +207,9 @@ def echonet_clone(tmp_path_factory) -> Path:
 
     data = tmp_path_factory.mktemp("echonet")
     generate_set(data / "A", style="synthetic", seed=3, n_train=8, n_val=3, n_test=2,
-                 n_frames=24, progress=False)
+                 n_extra=0, n_frames=24, progress=False)
     generate_set(data / "B", style="real", seed=4, n_train=2, n_val=1, n_test=4,
-                 n_frames=24, progress=False)
+                 n_extra=0, n_frames=24, progress=False)
     seg = data / "A-teacher-outputs"
     seg.mkdir()
     for f in sorted((data / "A" / "GroundTruth").glob("*.npz")):

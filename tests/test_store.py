@@ -62,7 +62,8 @@ def test_shards_are_whole_chunks(tmp_path, shard, chunk, expect):
 
 def test_negative_frame_count_is_refused(tmp_path):
     with pytest.raises(ValueError, match="-1"):
-        store.create_frame_array(zarr.open_group(str(tmp_path / "a.zarr"), mode="w"), "m", -1)
+        store.create_frame_array(zarr.open_group(str(tmp_path / "a.zarr"), mode="w"), "m", -1,
+                                 shard_frames=8, chunk_frames=4)
 
 
 def test_commit_replaces_the_old_store_whole(tmp_path):
@@ -78,7 +79,8 @@ def test_commit_replaces_the_old_store_whole(tmp_path):
 
 
 def test_incomplete_frame_store_is_refused(tmp_path):
-    store.init_frame_store(tmp_path / "s.zarr", _index([3]), 0, with_gt=False)
+    store.init_frame_store(tmp_path / "s.zarr", _index([3]), 0, with_gt=False, shard_frames=8,
+                           chunk_frames=4)
     with pytest.raises(ValueError, match="not a complete frame store.*'videos'"):
         store.open_frames(tmp_path / "s.zarr")
     with pytest.raises(FileNotFoundError, match="run the ingest stage"):

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 import echodfkd.student.infer as si
 from echodfkd.student.model import StudentNet
@@ -14,6 +15,7 @@ from echodfkd.data.store import (INDEX_COLUMNS, TRACED_COLUMNS, finish_frame_sto
 from echodfkd.student.files import save_student
 from echodfkd.errors import InputError
 from echodfkd.data.store import StoreWriteError
+from params import write_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,7 +43,7 @@ def make_frames(tmp_path, lengths):
 @pytest.fixture
 def student(tmp_path):
     torch.manual_seed(0)
-    net = StudentNet(blocks=2, layers_per_block=1, hidden=2)
+    net = StudentNet(blocks=2, layers_per_block=1, hidden=2, kernel_size=3, skip=False)
     with torch.no_grad():  # non-trivial BatchNorm statistics
         for m in net.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
@@ -100,8 +102,8 @@ def test_infer_store_resumes(tmp_path, student, monkeypatch):
     path, _ = student
     frames = make_frames(tmp_path, [7, 20, 5, 11])
     ref = tmp_path / "ref.zarr"
-    si.infer_store(path, frames, ref, shard_frames=16, chunk_frames=8, device="cpu",
-                       progress=False)
+    si.infer_store(path, frames, ref, chunk=64, videos_per_batch=1, shard_frames=16,
+                   chunk_frames=8, device="cpu", progress=False)
     calls = []
     real = si.predict_padded
 
@@ -114,8 +116,8 @@ def test_infer_store_resumes(tmp_path, student, monkeypatch):
     out = tmp_path / "out.zarr"
     monkeypatch.setattr(si, "predict_padded", flaky)
     with pytest.raises(RuntimeError):
-        si.infer_store(path, frames, out, shard_frames=16, chunk_frames=8, device="cpu",
-                       progress=False)
+        si.infer_store(path, frames, out, chunk=64, videos_per_batch=1, shard_frames=16,
+                       chunk_frames=8, device="cpu", progress=False)
     assert not out.exists() and partial_path(out).exists()
     import zarr
     done = zarr.open_group(str(partial_path(out)), mode="r").attrs["done_blocks"]
@@ -124,17 +126,38 @@ def test_infer_store_resumes(tmp_path, student, monkeypatch):
     monkeypatch.setattr(si, "predict_padded",
                         lambda model, videos, **kw: resumed.append(len(videos[0]))
                         or real(model, videos, **kw))
-    si.infer_store(path, frames, out, shard_frames=16, chunk_frames=8, device="cpu",
-                       progress=False)
+    si.infer_store(path, frames, out, chunk=64, videos_per_batch=1, shard_frames=16,
+                   chunk_frames=8, device="cpu", progress=False)
     assert resumed == [20, 5, 11]       # video 0 (block 0 only) is not run again
     np.testing.assert_array_equal(open_masks(out).masks[:], open_masks(ref).masks[:])
 
 
-def infer_args(student, frames, out, **over):
-    args = {"student": str(student), "frames": str(frames), "out": str(out), "splits": "TEST",
-            "threads": "1", "chunk": "3", "videos-per-batch": "0", "device": "cpu",
-            "shard-frames": "16", "chunk-frames": "8", **over}
-    return [x for k, v in args.items() for x in ("--" + k, v)]
+def infer_args(student, frames, out):
+    """The stage's command line: paths only (absolute, the stage runs elsewhere)."""
+    return ["--student", str(student), "--frames", str(frames), "--out", str(out)]
+
+
+# the params the infer stage reads in these tests, by section (each key it reads)
+STAGE_PARAMS = {"infer": {"chunk": 3, "videos_per_batch": 0, "device": "cpu"},
+                "train": {"threads": 1},
+                "evaluate": {"split": "TEST", "agreement_split": "TEST"},
+                "ingest": {"shard_frames": 16, "chunk_frames": 8}}
+DROP = object()   # an ``over`` value that removes the key from params.yaml
+
+
+def stage_params(monkeypatch, folder, **over):
+    """Write ``folder``/params.yaml (the project's, with ``STAGE_PARAMS`` and then ``over``
+    merged in by section, e.g. ``ingest={"shard_frames": 0}``; a ``DROP`` value removes the
+    key) and run the stage there. Returns its path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = write_params(folder)
+    values = yaml.safe_load(path.read_text())
+    for section in set(STAGE_PARAMS) | set(over):
+        merged = {**values[section], **STAGE_PARAMS.get(section, {}), **over.get(section, {})}
+        values[section] = {k: v for k, v in merged.items() if v is not DROP}
+    path.write_text(yaml.safe_dump(values, sort_keys=False))
+    monkeypatch.chdir(folder)
+    return path
 
 
 def load_stage():
@@ -144,23 +167,47 @@ def load_stage():
     return stage
 
 
-def test_stage_cli(tmp_path, student):
-    path, _ = student
+def test_stage_cli(tmp_path, student, monkeypatch, capsys):
+    from echodfkd.cli import run as run_stage
+
+    path, net = student
     frames = make_frames(tmp_path, [4, 6])
     stage = load_stage()
     out = tmp_path / "data" / "student" / "real.zarr"
+    stage_params(monkeypatch, tmp_path / "project")
     stage.main(infer_args(path, frames, out))
-    ms = open_masks(out, frames=open_frames(frames))
+    fs = open_frames(frames)
+    ms = open_masks(out, frames=fs)
     assert ms.masks.shape == (10, 112, 112) and ms.attrs["splits"] == ["TEST"]
-    with pytest.raises(SystemExit):                      # every option is required
-        stage.main(infer_args(path, frames, out)[:-2])
+    # the layout is params.yaml's (ingest.shard_frames 16, ingest.chunk_frames 8)
+    assert ms.masks.shards[0] == 16 and ms.masks.chunks[0] == 8
+    expected = si.predict_video(net, fs.video(0), chunk=64)   # params.yaml's infer.chunk 3
+    assert np.abs(ms.masks[:4].astype(int) - expected.astype(int)).max() <= 1
+    args = infer_args(path, frames, tmp_path / "o.zarr")
+    for k in range(0, 6, 2):                              # every path argument is required
+        with pytest.raises(SystemExit) as exc:
+            stage.main(args[:k] + args[k + 2:])
+        assert exc.value.code == 2
+    for section, key in (("infer", "chunk"), ("infer", "videos_per_batch"),
+                         ("infer", "device"), ("train", "threads"), ("evaluate", "split"),
+                         ("evaluate", "agreement_split"), ("ingest", "shard_frames"),
+                         ("ingest", "chunk_frames")):   # and every params key it reads
+        stage_params(monkeypatch, tmp_path / "project", **{section: {key: DROP}})
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exc:
+            run_stage(stage.main, args)
+        err = capsys.readouterr().err
+        assert exc.value.code == 1 and err.count("\n") == 1
+        assert err.startswith(f"error: params.yaml: {section}.{key} is missing"), err
+    assert not (tmp_path / "o.zarr").exists()
+    assert not partial_path(tmp_path / "o.zarr").exists()
 
 
 class Pickled:
     """An arbitrary object: a weights-only load refuses it."""
 
 
-def test_stage_errors_name_the_file(tmp_path, student, capsys):
+def test_stage_errors_name_the_file(tmp_path, student, capsys, monkeypatch):
     from echodfkd.cli import run as run_stage
 
     path, _ = student
@@ -170,15 +217,59 @@ def test_stage_errors_name_the_file(tmp_path, student, capsys):
     torch.save({"format": "echodfkd-student", "x": Pickled()}, pickled)
     other = tmp_path / "teacher.pt"
     torch.save({"format": "echodfkd-teacher", "state_dict": {}}, other)
-    for argv, needle in ((infer_args(pickled, frames, tmp_path / "a.zarr"), "pickled_student.pt"),
-                         (infer_args(other, frames, tmp_path / "b.zarr"), "teacher.pt"),
-                         (infer_args(path, frames, tmp_path / "c.zarr", splits="VAL"), "'VAL'"),
-                         (infer_args(path, frames, tmp_path / "d.zarr", splits=" "), "no split")):
+    for argv, over, needle in (
+            (infer_args(pickled, frames, tmp_path / "a.zarr"), {}, "pickled_student.pt"),
+            (infer_args(other, frames, tmp_path / "b.zarr"), {}, "teacher.pt"),
+            (infer_args(path, frames, tmp_path / "c.zarr"),
+             {"evaluate": {"split": "VAL"}}, "'VAL'"),
+            (infer_args(path, frames, tmp_path / "d.zarr"),
+             {"evaluate": {"agreement_split": "VAL"}}, "'VAL'"),
+            (infer_args(path, frames, tmp_path / "e.zarr"),
+             {"evaluate": {"split": " "}}, "splits [' '] not in")):
+        stage_params(monkeypatch, tmp_path / "project", **over)
         with pytest.raises(SystemExit) as exc:
             run_stage(stage.main, argv)
         err = capsys.readouterr().err
-        assert exc.value.code == 1 and err.startswith("error: ") and needle in err
+        assert exc.value.code == 1 and err.startswith("error: ") and needle in err, err
         assert err.count("\n") == 1
+        assert not Path(argv[-1]).exists() and not partial_path(argv[-1]).exists()
+
+
+@pytest.mark.parametrize("over, message", [
+    ({"ingest": {"shard_frames": 0}}, "error: shard_frames must be a whole number >= 1, "
+                                      "got 0: fix ingest.shard_frames\n"),
+    ({"ingest": {"shard_frames": -64}}, "error: shard_frames must be a whole number >= 1, "
+                                        "got -64: fix ingest.shard_frames\n"),
+    ({"ingest": {"shard_frames": 16.0}}, "error: params.yaml: ingest.shard_frames must be an "
+                                         "integer, got 16.0: fix it in params.yaml\n"),
+    ({"ingest": {"shard_frames": "abc"}}, "error: params.yaml: ingest.shard_frames must be an "
+                                          "integer, got 'abc': fix it in params.yaml\n"),
+    ({"ingest": {"chunk_frames": 0}}, "error: chunk_frames must be a whole number >= 1, "
+                                      "got 0: fix ingest.chunk_frames\n"),
+    ({"ingest": {"chunk_frames": 12}}, "error: shard_frames 16 is not a multiple of "
+                                       "chunk_frames 12: fix ingest.shard_frames or "
+                                       "ingest.chunk_frames\n"),
+    ({"infer": {"chunk": 0}}, "error: chunk must be a whole number >= 1, got 0: fix "
+                              "infer.chunk\n"),
+    ({"infer": {"videos_per_batch": -1}}, "error: videos_per_batch must be a whole number "
+                                          ">= 1, got -1: fix infer.videos_per_batch (0 "
+                                          "there: auto)\n"),
+    ({"infer": {"chunk": "3"}}, "error: params.yaml: infer.chunk must be an integer, got "
+                                "'3': fix it in params.yaml\n"),
+])
+def test_stage_bad_sizes_are_one_line_errors_without_a_store(tmp_path, student, capsys,
+                                                             monkeypatch, over, message):
+    from echodfkd.cli import run as run_stage
+
+    path, _ = student
+    frames = make_frames(tmp_path, [7, 20])
+    out = tmp_path / "m.zarr"
+    stage_params(monkeypatch, tmp_path / "project", **over)
+    with pytest.raises(SystemExit) as exc:
+        run_stage(load_stage().main, infer_args(path, frames, out))
+    assert exc.value.code == 1
+    assert capsys.readouterr().err == message
+    assert not out.exists() and not partial_path(out).exists()
 
 
 def test_infer_only_some_splits(tmp_path, student):
@@ -189,7 +280,9 @@ def test_infer_only_some_splits(tmp_path, student):
     videos["data"] = [row[:1] + [split] + row[2:]
                       for row, split in zip(videos["data"], ["TRAIN", "TEST", "TRAIN"])]
     g.attrs["videos"] = videos
-    out = si.infer_store(path, frames, tmp_path / "m.zarr", chunk=8, progress=False,
+    # videos_per_batch None: chosen for the device; a mask store of 2048-frame shards
+    out = si.infer_store(path, frames, tmp_path / "m.zarr", chunk=8, videos_per_batch=None,
+                         device="cpu", shard_frames=2048, chunk_frames=128, progress=False,
                          splits=["TEST"])
     fs = open_frames(frames)
     ms = open_masks(out, fs)
@@ -198,7 +291,9 @@ def test_infer_only_some_splits(tmp_path, student):
     assert not masks[:10].any() and not masks[17:].any()
     np.testing.assert_array_equal(masks[10:17], si.predict_video(net, fs.frames[10:17], chunk=8))
     with pytest.raises(ValueError, match="VAL"):
-        si.infer_store(path, frames, tmp_path / "n.zarr", progress=False, splits=["VAL"])
+        si.infer_store(path, frames, tmp_path / "n.zarr", chunk=8, videos_per_batch=None,
+                       device="cpu", shard_frames=2048, chunk_frames=128, progress=False,
+                       splits=["VAL"])
 
 
 @pytest.mark.parametrize("over, message", [
@@ -221,7 +316,8 @@ def test_infer_store_rejects_bad_sizes_before_writing(tmp_path, student, over, m
     path, _ = student
     frames = make_frames(tmp_path, [7, 20])
     out = tmp_path / "m.zarr"
-    kw = {"shard_frames": 16, "chunk_frames": 8, "device": "cpu", "progress": False, **over}
+    kw = {"chunk": 64, "videos_per_batch": None, "shard_frames": 16, "chunk_frames": 8,
+          "device": "cpu", "progress": False, **over}
     with pytest.raises(InputError) as err:
         si.infer_store(path, frames, out, **kw)
     assert str(err.value) == message
@@ -232,8 +328,8 @@ def test_resume_with_another_shard_size_rebuilds(tmp_path, student, monkeypatch)
     path, _ = student
     frames = make_frames(tmp_path, [7, 20, 5, 11])          # 43 frames
     ref = tmp_path / "ref.zarr"
-    si.infer_store(path, frames, ref, shard_frames=32, chunk_frames=8, device="cpu",
-                   progress=False)
+    si.infer_store(path, frames, ref, chunk=64, videos_per_batch=1, shard_frames=32,
+                   chunk_frames=8, device="cpu", progress=False)
     out = tmp_path / "out.zarr"
     real = si.predict_padded
     calls = []
@@ -246,13 +342,13 @@ def test_resume_with_another_shard_size_rebuilds(tmp_path, student, monkeypatch)
 
     monkeypatch.setattr(si, "predict_padded", flaky)
     with pytest.raises(RuntimeError):     # blocks of 16: block 0 (frames 0-15) finished
-        si.infer_store(path, frames, out, shard_frames=16, chunk_frames=8, device="cpu",
-                       progress=False)
+        si.infer_store(path, frames, out, chunk=64, videos_per_batch=1, shard_frames=16,
+                       chunk_frames=8, device="cpu", progress=False)
     monkeypatch.setattr(si, "predict_padded", real)
     # blocks of 32: block 0 is frames 0-31, of which 16-31 were never written; resuming the
     # old partial would skip it and leave zeros
-    si.infer_store(path, frames, out, shard_frames=32, chunk_frames=8, device="cpu",
-                   progress=False)
+    si.infer_store(path, frames, out, chunk=64, videos_per_batch=1, shard_frames=32,
+                   chunk_frames=8, device="cpu", progress=False)
     np.testing.assert_array_equal(open_masks(out).masks[:], open_masks(ref).masks[:])
 
 
@@ -262,8 +358,8 @@ def test_disk_full_names_the_store_and_resumes(tmp_path, student, monkeypatch):
     path, _ = student
     frames = make_frames(tmp_path, [7, 20, 5, 11])          # 43 frames: 3 blocks of 16
     ref = tmp_path / "ref.zarr"
-    si.infer_store(path, frames, ref, shard_frames=16, chunk_frames=8, device="cpu",
-                   progress=False)
+    si.infer_store(path, frames, ref, chunk=64, videos_per_batch=1, shard_frames=16,
+                   chunk_frames=8, device="cpu", progress=False)
     out = tmp_path / "out.zarr"
     real_put, shards = local._put, []
 
@@ -276,8 +372,8 @@ def test_disk_full_names_the_store_and_resumes(tmp_path, student, monkeypatch):
 
     monkeypatch.setattr(local, "_put", put)
     with pytest.raises(StoreWriteError) as err:
-        si.infer_store(path, frames, out, shard_frames=16, chunk_frames=8, device="cpu",
-                       progress=False)
+        si.infer_store(path, frames, out, chunk=64, videos_per_batch=1, shard_frames=16,
+                       chunk_frames=8, device="cpu", progress=False)
     staging = partial_path(out)
     assert str(err.value) == (
         f"cannot write the mask store {str(out)!r}: ENOSPC [Errno 28] No space left on device; "
@@ -287,6 +383,6 @@ def test_disk_full_names_the_store_and_resumes(tmp_path, student, monkeypatch):
     with pytest.raises(InputError, match="incomplete"):     # never taken for a complete store
         open_masks(staging)
     monkeypatch.setattr(local, "_put", real_put)
-    si.infer_store(path, frames, out, shard_frames=16, chunk_frames=8, device="cpu",
-                   progress=False)
+    si.infer_store(path, frames, out, chunk=64, videos_per_batch=1, shard_frames=16,
+                   chunk_frames=8, device="cpu", progress=False)
     np.testing.assert_array_equal(open_masks(out).masks[:], open_masks(ref).masks[:])

@@ -16,7 +16,8 @@ from torch import nn
 from echodfkd.teacher import archs, build, checkpoint, fusion, infer, model, outputs
 from echodfkd.teacher import members as mem
 from echodfkd.data.store import (finish_frame_store, init_frame_store, open_frames, open_masks,
-                            partial_path)
+                            partial_path, teacher_covers)
+from params import write_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -139,7 +140,7 @@ def test_echonet_checkpoint_roundtrip(tmp_path, monkeypatch):
     real_load = torch.load
     monkeypatch.setattr(torch, "load", lambda *a, **k: calls.append(k) or real_load(*a, **k))
 
-    t = model.load_teacher(p, "cpu")
+    t = model.load_teacher(p, "cpu", amp=False)
     assert t.arch == "deeplabv3_resnet50" and t.config == {"num_classes": 1}
     assert t.meta == {"source_format": "echonet-dynamic", "epoch": 45, "best_loss": 0.0123,
                       "loss": 0.0456}
@@ -152,7 +153,7 @@ def test_echonet_checkpoint_roundtrip(tmp_path, monkeypatch):
 
     q = tmp_path / "teacher.pt"
     checkpoint.save_teacher(q, t.arch, t.config, t.model, t.meta)
-    t2 = model.load_teacher(q, "cpu")
+    t2 = model.load_teacher(q, "cpu", amp=False)
     assert t2.arch == t.arch and t2.meta == t.meta
     np.testing.assert_array_equal(t2.predict_proba(frames, batch_size=1), prob)
     assert calls and all(k.get("weights_only") is True for k in calls)
@@ -165,9 +166,10 @@ def test_project_checkpoint_roundtrip(tmp_path, tiny_arch):
     raw = torch.load(p, weights_only=True)
     assert raw["format"] == "echodfkd-teacher" and raw["arch"] == "tiny"
     assert set(raw) == {"format", "arch", "config", "state_dict", "meta"}
-    t = model.load_teacher(p, "cpu")
+    t = model.load_teacher(p, "cpu", amp=False)
     f = np.array([[[0, 255], [51, 204]]], dtype=np.uint8)
-    np.testing.assert_allclose(t.predict_proba(f), tiny_proba(f, 3.0, -1.0), rtol=1e-6)
+    np.testing.assert_allclose(t.predict_proba(f, batch_size=64), tiny_proba(f, 3.0, -1.0),
+                               rtol=1e-6)
     with pytest.raises(TypeError, match="JSON-like"):
         checkpoint.save_teacher(p, "tiny", {}, Tiny(), {"bad": object()})
 
@@ -176,21 +178,21 @@ def test_bad_checkpoints(tmp_path):
     p = tmp_path / "weird.pt"
     torch.save({"foo": 1, "bar": [2]}, p)
     with pytest.raises(ValueError, match=r"unknown teacher checkpoint format.*weird\.pt.*'foo'"):
-        model.load_teacher(p, "cpu")
+        model.load_teacher(p, "cpu", amp=False)
     torch.save({"format": "other", "state_dict": {}}, p)
     with pytest.raises(ValueError, match="unknown format 'other'"):
-        model.load_teacher(p, "cpu")
+        model.load_teacher(p, "cpu", amp=False)
     # EchoNet-style checkpoint missing keys and carrying a stray one
     torch.save({"state_dict": {"module.backbone.conv1.weight": torch.zeros(64, 3, 7, 7),
                                "module.extra.weight": torch.zeros(1)}, "epoch": 1}, p)
     with pytest.raises(ValueError, match=r"weird\.pt.*361 missing keys: 'backbone\.bn1\.weight'"
                                          r".*1 unexpected keys: 'extra\.weight'"):
-        model.load_teacher(p, "cpu")
+        model.load_teacher(p, "cpu", amp=False)
     torch.save({"state_dict": {"module.x": torch.zeros(1)}, "obj": pd.Timestamp(0)}, p)
     with pytest.raises(ValueError, match="weights_only=True"):
-        model.load_teacher(p, "cpu")
+        model.load_teacher(p, "cpu", amp=False)
     with pytest.raises(FileNotFoundError, match="nope.pt"):
-        model.load_teacher(tmp_path / "nope.pt", "cpu")
+        model.load_teacher(tmp_path / "nope.pt", "cpu", amp=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -218,8 +220,9 @@ def test_seg_npz_import_is_identical(tmp_path):
     store, _ = make_store(tmp_path / "f.zarr")  # videos of 5, 7, 4 frames; blocks of 4
     arrays = write_seg(tmp_path / "seg", store, np.random.default_rng(1))
     out = tmp_path / "m.zarr"
-    ms = infer.infer_teacher([mem.OutputsMember(str(tmp_path / "seg"))], store, out, block_frames=4,
-                         progress=False, amp=False)
+    ms = infer.infer_teacher([mem.OutputsMember(str(tmp_path / "seg"))], store, out,
+                             block_frames=4, batch_size=64, device="cpu", scheduler="", workers=1,
+                             progress=False, amp=False)
     expected = np.concatenate([arrays[n][:, 0] for n in store.index.FileName])
     assert ms.masks.dtype == np.uint8
     np.testing.assert_array_equal(ms.masks[:], expected)
@@ -257,7 +260,8 @@ def test_output_errors_list_file_names(tmp_path):
     write_seg(seg, store, np.random.default_rng(2), skip={"vid1", "vid3"}, wrong={"vid2"})
     with pytest.raises(outputs.TeacherOutputsError) as e:
         infer.infer_teacher([mem.OutputsMember(str(seg))], store, tmp_path / "m.zarr",
-                        block_frames=4, progress=False, amp=False)
+                            block_frames=4, batch_size=64, device="cpu", scheduler="", workers=1,
+                            progress=False, amp=False)
     msg = str(e.value)
     assert "missing (2): vid1, vid3" in msg and "wrong frame count (1): vid2 (file 5, video 4)" \
         in msg and "vid0" not in msg
@@ -279,8 +283,9 @@ def test_model_and_outputs_fused(tmp_path, tiny_arch):
     checkpoint.save_teacher(tmp_path / "t.pt", "tiny", {"a": 4.0, "b": -2.0}, Tiny())
     members = [mem.ModelMember(str(tmp_path / "t.pt"), 1.0), mem.OutputsMember(str(tmp_path / "seg"),
                                                                             3.0)]
-    ms = infer.infer_teacher(members, store.path, tmp_path / "m.zarr", block_frames=8, batch_size=3,
-                         workers=2, progress=False, amp=False)
+    ms = infer.infer_teacher(members, store.path, tmp_path / "m.zarr", block_frames=8,
+                             batch_size=3, workers=2, device="cpu", scheduler="", progress=False,
+                             amp=False)
     seg = np.concatenate([arrays[n][:, 0] for n in store.index.FileName]).astype(np.float32)
     expected = fusion.quantise(0.25 * tiny_proba(frames) + 0.75 * seg / 255)
     assert np.abs(ms.masks[:].astype(int) - expected).max() <= 1  # float summation order
@@ -290,17 +295,20 @@ def test_model_and_outputs_fused(tmp_path, tiny_arch):
 def test_resume_skips_finished_blocks(tmp_path):
     store, frames = make_store(tmp_path / "f.zarr", lengths=(6, 6, 4))  # 16 frames, 4 blocks
     ref = infer.infer_teacher([Counting()], store, tmp_path / "ref.zarr", block_frames=4,
-                          progress=False, amp=False)
+                              batch_size=64, device="cpu", scheduler="", workers=1, progress=False,
+                              amp=False)
     out = tmp_path / "m.zarr"
     failing = Counting(fail_on=2)
     with pytest.raises(RuntimeError, match="simulated"):
-        infer.infer_teacher([failing], store, out, block_frames=4, workers=1, progress=False, amp=False)
+        infer.infer_teacher([failing], store, out, block_frames=4, workers=1, batch_size=64,
+                            device="cpu", scheduler="", progress=False, amp=False)
     assert not out.exists()
     import zarr
     done = zarr.open_group(str(partial_path(out)), mode="r").attrs["done_blocks"]
     assert len(done) == 1 and [tuple(done[0])] == failing.calls[:1]
     again = Counting()
-    ms = infer.infer_teacher([again], store, out, block_frames=4, workers=1, progress=False, amp=False)
+    ms = infer.infer_teacher([again], store, out, block_frames=4, workers=1, batch_size=64,
+                             device="cpu", scheduler="", progress=False, amp=False)
     assert len(again.calls) == 3 and tuple(done[0]) not in again.calls
     np.testing.assert_array_equal(ms.masks[:], ref.masks[:])
     np.testing.assert_array_equal(ms.masks[:], fusion.quantise(frames[:, ::-1, :] / 255.0))
@@ -308,10 +316,11 @@ def test_resume_skips_finished_blocks(tmp_path):
     # a different teacher does not resume someone else's blocks
     with pytest.raises(RuntimeError, match="simulated"):
         infer.infer_teacher([Counting(fail_on=2)], store, out, block_frames=4, workers=1,
-                        progress=False, amp=False)
+                            batch_size=64, device="cpu", scheduler="", progress=False, amp=False)
     other = Counting()
     other.describe = lambda index=None: {"kind": "other"}
-    infer.infer_teacher([other], store, out, block_frames=4, workers=1, progress=False, amp=False)
+    infer.infer_teacher([other], store, out, block_frames=4, workers=1, batch_size=64, device="cpu",
+                        scheduler="", progress=False, amp=False)
     assert len(other.calls) == 4
 
 
@@ -321,12 +330,13 @@ def test_resume_restarts_when_frames_change(tmp_path):
     store, _ = make_store(tmp_path / "f.zarr", lengths=(6, 6, 4))  # 16 frames, 4 blocks
     out = tmp_path / "m.zarr"
     with pytest.raises(RuntimeError, match="simulated"):
-        infer.infer_teacher([Counting(fail_on=3)], store, out, block_frames=4, progress=False,
-                            amp=False)
+        infer.infer_teacher([Counting(fail_on=3)], store, out, block_frames=4, batch_size=64,
+                            device="cpu", scheduler="", workers=1, progress=False, amp=False)
     new_store, new_frames = make_store(tmp_path / "f.zarr", lengths=(6, 6, 4), seed=1)
     assert new_store.fingerprint != store.fingerprint
     again = Counting()
-    ms = infer.infer_teacher([again], new_store, out, block_frames=4, progress=False, amp=False)
+    ms = infer.infer_teacher([again], new_store, out, block_frames=4, batch_size=64, device="cpu",
+                             scheduler="", workers=1, progress=False, amp=False)
     assert len(again.calls) == 4  # every block recomputed
     np.testing.assert_array_equal(ms.masks[:], fusion.quantise(new_frames[:, ::-1, :] / 255.0))
     assert ms.attrs["content_sha"] and ms.attrs["source_fingerprint"] == new_store.fingerprint
@@ -353,11 +363,13 @@ def test_resume_restarts_when_output_files_regenerated(tmp_path):
     out = tmp_path / "m.zarr"
     with pytest.raises(RuntimeError, match="simulated"):
         infer.infer_teacher([FailingOutputs(str(seg), fail_on=3)], store, out, block_frames=4,
-                            progress=False, amp=False)
+                            batch_size=64, device="cpu", scheduler="", workers=1, progress=False,
+                            amp=False)
     time.sleep(0.01)  # regenerated files get a new modification time
     arrays = write_seg(seg, store, np.random.default_rng(2))
     ms = infer.infer_teacher([mem.OutputsMember(str(seg))], store, out, block_frames=4,
-                             progress=False, amp=False)
+                             batch_size=64, device="cpu", scheduler="", workers=1, progress=False,
+                             amp=False)
     np.testing.assert_array_equal(ms.masks[:], np.concatenate(
         [arrays[n][:, 0] for n in store.index.FileName]))
 
@@ -372,15 +384,24 @@ def test_object_array_seg_npz_names_the_file(tmp_path):
         outputs.read_teacher_outputs(seg, "vid0", 5)
 
 
+STAGE_TEACHER = {"arch": "unet", "width": 8, "depth": 3, "epochs": 1, "batch": 4, "lr": 0.001,
+                 "device": "cpu"}
+
+
+def run_stage(folder, script: str, *args: str, check: bool = False):
+    """Run ``stages/<script>`` with ``args`` in ``folder`` (where its params.yaml is)."""
+    return subprocess.run([sys.executable, str(ROOT / "stages" / script), *args], cwd=folder,
+                          check=check, capture_output=True, text=True)
+
+
 def test_refused_checkpoint_leaves_no_partial_folder(tmp_path):
     store, _ = make_store(tmp_path / "f.zarr")
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
-    r = subprocess.run([sys.executable, "stages/teacher.py", "--out", str(tmp_path / "teacher"),
-                        "--frames", store.path, "--members", f"checkpoint:{bad}",
-                        "--arch", "unet", "--width", "8", "--depth", "3", "--epochs", "1",
-                        "--batch", "4", "--lr", "0.001", "--seed", "0", "--device", "cpu"],
-                       cwd=ROOT, capture_output=True, text=True)
+    write_params(tmp_path, seed=0,
+                 teacher={**STAGE_TEACHER, "members": [f"checkpoint:{bad}"]})
+    r = run_stage(tmp_path, "teacher.py", "--out", str(tmp_path / "teacher"),
+                  "--frames", store.path)
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert str(bad) in r.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "teacher").exists()
@@ -394,8 +415,9 @@ def test_distributed_scheduler(tmp_path):
     with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
                                   dashboard_address=None) as cluster:
         ms = infer.infer_teacher([mem.OutputsMember(str(tmp_path / "seg"))], store,
-                             tmp_path / "m.zarr", block_frames=4,
-                             scheduler=cluster.scheduler_address, progress=False, amp=False)
+                                 tmp_path / "m.zarr", block_frames=4,
+                                 scheduler=cluster.scheduler_address, batch_size=64, device="cpu",
+                                 workers=1, progress=False, amp=False)
     expected = np.concatenate([arrays[n][:, 0] for n in store.index.FileName])
     np.testing.assert_array_equal(ms.masks[:], expected)
 
@@ -414,7 +436,7 @@ def test_traced_training_set(tmp_path):
     assert build.traced_training_set(store, "TEST")[0].shape == (0, 112, 112)
 
 
-FIT = dict(arch="unet", depth=3, epochs=1, batch_size=2, lr=1e-3)
+FIT = dict(arch="unet", depth=3, epochs=1, batch_size=2, lr=1e-3, device="cpu")
 
 
 def test_make_teacher_dir_and_load_members(tmp_path, tiny_arch, monkeypatch):
@@ -455,24 +477,61 @@ def test_make_teacher_dir_and_load_members(tmp_path, tiny_arch, monkeypatch):
 def test_stage_scripts(tmp_path):
     store, _ = make_store(tmp_path / "f.zarr")
     arrays = write_seg(tmp_path / "seg", store, np.random.default_rng(6))
-    members = f"outputs:{tmp_path / 'seg'}@1"
-    run = lambda *a: subprocess.run([sys.executable, *a], cwd=ROOT, check=True,  # noqa: E731
-                                    capture_output=True, text=True)
-    run("stages/teacher.py", "--out", str(tmp_path / "teacher"), "--frames", store.path,
-        "--members", members, "--arch", "unet", "--width", "16", "--depth", "3",
-        "--epochs", "1", "--batch", "4", "--lr", "0.001", "--seed", "0", "--device", "cpu")
+    write_params(tmp_path, seed=0,
+                 teacher={**STAGE_TEACHER, "width": 16,
+                          "members": [f"outputs:{tmp_path / 'seg'}@1"]},
+                 teacher_infer={"batch": 8, "amp": True, "workers": 1},  # amp: no-op on the CPU
+                 ingest={"scheduler": ""},
+                 sources={"src": {"path": str(tmp_path / "raw"), "teacher": True},
+                          "evalonly": {"path": str(tmp_path / "raw2"), "teacher": False}})
+    run = lambda *a: run_stage(tmp_path, *a, check=True)  # noqa: E731
+    run("teacher.py", "--out", str(tmp_path / "teacher"), "--frames", store.path)
     assert (tmp_path / "teacher" / "teacher.json").is_file()
     assert not (tmp_path / "teacher" / "fit_history.csv").exists()
     # Imported outputs: the teacher's model is unknown, so is its cost.
     cost = json.loads((tmp_path / "teacher" / "cost.json").read_text())
     assert cost == {"weights": None, "flops": None}
-    run("stages/teacher_infer.py", "--teacher", str(tmp_path / "teacher"), "--frames",
-        store.path, "--out", str(tmp_path / "m.zarr"), "--batch", "8", "--amp", "true",
-        "--scheduler", "", "--workers", "1", "--device", "cpu",
-        "--covered", "true")  # --amp: no-op on the CPU
+    run("teacher_infer.py", "--teacher", str(tmp_path / "teacher"), "--frames",
+        store.path, "--out", str(tmp_path / "m.zarr"), "--source", "src")
     ms = open_masks(tmp_path / "m.zarr", store)
     np.testing.assert_array_equal(ms.masks[:], np.concatenate(
         [arrays[n][:, 0] for n in store.index.FileName]))
+    assert teacher_covers(tmp_path / "m.zarr")
+    # an evaluation-only source (sources.<src>.teacher: false): a store without masks
+    run("teacher_infer.py", "--teacher", str(tmp_path / "teacher"), "--frames",
+        store.path, "--out", str(tmp_path / "e.zarr"), "--source", "evalonly")
+    assert (tmp_path / "e.zarr").exists() and not teacher_covers(tmp_path / "e.zarr")
+
+
+@pytest.mark.parametrize("script, args, params, message", [
+    ("teacher.py", [], {"teacher": {"members": "fit"}},
+     "params.yaml: teacher.members must be a list (a string each)"),
+    ("teacher.py", [], {"teacher": {"width": 8.5}},
+     "params.yaml: teacher.width must be an integer, got 8.5"),
+    ("teacher.py", [], {"seed": "zero"}, "params.yaml: seed must be an integer, got 'zero'"),
+    ("teacher_infer.py", ["--source", "src"], {"teacher_infer": {"amp": "yes"}},
+     "params.yaml: teacher_infer.amp must be true or false, got 'yes'"),
+    ("teacher_infer.py", ["--source", "src"], {"sources": {"src": {"teacher": "no"}}},
+     "params.yaml: sources.src.teacher must be true or false, got 'no'"),
+    ("teacher_infer.py", ["--source", "nope"], {}, "params.yaml: sources.nope is missing"),
+])
+def test_stage_scripts_bad_params_value_is_one_line(tmp_path, script, args, params, message):
+    store, _ = make_store(tmp_path / "f.zarr")
+    over = {"seed": 0, "teacher": {**STAGE_TEACHER, "members": ["fit"]},
+            "sources": {"src": {"path": str(tmp_path / "raw"), "teacher": True}}}
+    for key, value in params.items():
+        over[key] = {**over.get(key, {}), **value} if isinstance(value, dict) else value
+    write_params(tmp_path, **over)
+    out = tmp_path / "out"
+    paths = (["--out", str(out), "--frames", store.path] if script == "teacher.py" else
+             ["--teacher", str(tmp_path / "teacher"), "--frames", store.path,
+              "--out", str(out)])
+    r = run_stage(tmp_path, script, *paths, *args)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert [line for line in lines if line.startswith("error:")] == lines[-1:], r.stderr
+    assert lines[-1].startswith(f"error: {message}"), r.stderr
+    assert not out.exists() and not partial_path(out).exists()
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -29,7 +29,7 @@ def test_unet_rejects_bad_input():
     with pytest.raises(ValueError, match=r"\(B, 1, H, W\)"):
         m(torch.rand(1, 3, 16, 16))
     with pytest.raises(ValueError, match="width"):
-        UNet(width=0)
+        UNet(width=0, depth=3)
 
 
 def test_dice_scores_by_hand():
@@ -82,9 +82,10 @@ def test_fit_teacher_learns_and_is_deterministic():
 
 def test_fit_teacher_rejects_bad_data():
     x, y = discs(4, 0)
+    kw = dict(width=8, depth=3, epochs=1, batch_size=16, lr=3e-3, seed=0, progress=False)
     with pytest.raises(ValueError, match="uint8"):
-        fit_teacher(x.astype(np.float32), y, x, y, epochs=1, progress=False)
+        fit_teacher(x.astype(np.float32), y, x, y, **kw)
     with pytest.raises(ValueError, match="0/1"):
-        fit_teacher(x, y * 255, x, y, epochs=1, progress=False)
+        fit_teacher(x, y * 255, x, y, **kw)
     with pytest.raises(ValueError, match="shape"):
-        fit_teacher(x, y[:, :16], x, y, epochs=1, progress=False)
+        fit_teacher(x, y[:, :16], x, y, **kw)

@@ -1,8 +1,6 @@
-import hashlib
 import importlib.util
 import json
 import math
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +13,12 @@ from echodfkd.data.store import (INDEX_COLUMNS, TRACED_COLUMNS, finish_frame_sto
 import yaml
 from params import recipe, shape, write_params
 from echodfkd.student.files import load_student, read_student, save_student
-from echodfkd.student.train import (ClipSet, Source, fixed_clips, load_videos,
-                                    make_batch, prepare_short_videos, sample_clips,
-                                    select_videos, train_student)
+from echodfkd.student.clips import (ClipSet, Source, fixed_clips, load_videos,
+                                    prepare_short_videos, sample_clips, select_videos)
+from echodfkd.student.train import make_batch, train_student
 
 ROOT = Path(__file__).resolve().parents[1]
+NO_FILTER = dict(filter_column=None, filter_min=None, filter_max=None)  # every video
 
 
 @pytest.fixture(autouse=True)
@@ -83,22 +82,23 @@ def test_select_videos_filter_by_ef(stores):
                          filter_max=50)
     assert rows["FileName"].tolist() == ["src_1", "src_2"]
     with pytest.raises(ValueError, match="'HR'"):
-        select_videos(fs.index, ["TRAIN"], filter_column="HR", where="x.zarr")
+        select_videos(fs.index, ["TRAIN"], filter_column="HR", filter_min=None, filter_max=None,
+                      where="x.zarr")
 
 
 def test_load_videos_matches_store(stores):
     fs = open_frames(stores[0])
-    clips = load_videos([Source(stores[0], stores[1], ("TRAIN",))])
+    clips = load_videos([Source(stores[0], stores[1], ("TRAIN",))], **NO_FILTER)
     assert clips.lengths.tolist() == [12, 10, 9, 3]
     assert clips.starts.tolist() == [0, 12, 22, 31]
     np.testing.assert_array_equal(clips.frames[12:22], fs.video(1))
     assert clips.names[1].endswith(":src_1")
-    val = load_videos([Source(stores[0], stores[1], ("VAL",))])
+    val = load_videos([Source(stores[0], stores[1], ("VAL",))], **NO_FILTER)
     np.testing.assert_array_equal(val.frames, fs.video(4))
 
 
 def test_short_videos_skip_or_pad(stores, caplog):
-    clips = load_videos([Source(stores[0], stores[1], ("TRAIN",))])
+    clips = load_videos([Source(stores[0], stores[1], ("TRAIN",))], **NO_FILTER)
     skipped = prepare_short_videos(clips, 4, "skip")
     assert skipped.lengths.tolist() == [12, 10, 9]
     assert len(skipped.skipped) == 1 and skipped.skipped[0].endswith("src_3")
@@ -362,10 +362,10 @@ from echodfkd.errors import InputError  # noqa: E402
 
 def test_streaming_reads_equal_ram_reads(stores):
     src = [Source(stores[0], stores[1], ("TRAIN", "VAL"))]
-    ram = prepare_short_videos(load_videos(src), 5, "pad")
+    ram = prepare_short_videos(load_videos(src, **NO_FILTER), 5, "pad")
     # a cache of 3 frame chunks of 16 frames: far smaller than the 42 frames x 2 arrays read
-    stream = prepare_short_videos(StreamingClips(plan_videos(src), 3 * 16 * 112 * 112), 5,
-                                  "pad")
+    stream = prepare_short_videos(StreamingClips(plan_videos(src, **NO_FILTER),
+                                                 3 * 16 * 112 * 112), 5, "pad")
     assert stream.lengths.tolist() == ram.lengths.tolist() == [12, 10, 9, 5, 8]
     assert stream.padded == ram.padded and len(stream.padded) == 1
     rng = np.random.default_rng(3)
@@ -430,13 +430,14 @@ def test_composite_sampling_weights():
 
 def test_parse_sources(tmp_path):
     got = parse_sources("synthetic:TRAIN@3 real:TRAIN+VAL", tmp_path / "f", tmp_path / "t",
-                        {"real", "synthetic"}.__contains__)
+                        {"real", "synthetic"}.__contains__, what="train.sources")
     assert [(Path(s.frames).name, Path(s.masks).parent.name, s.splits, s.weight) for s in got] \
         == [("synthetic.zarr", "t", ("TRAIN",), 3.0), ("real.zarr", "t", ("TRAIN", "VAL"), 1.0)]
-    with pytest.raises(InputError, match="'other'.*sources.other.teacher: true"):
-        parse_sources("other:TRAIN", "f", "t", {"real"}.__contains__)
-    with pytest.raises(InputError, match="'real:TRAIN@x'"):
-        parse_sources("real:TRAIN@x", "f", "t", {"real"}.__contains__)
+    with pytest.raises(InputError, match="train.sources source 'other'.*sources.other.teacher: "
+                                         "true"):
+        parse_sources("other:TRAIN", "f", "t", {"real"}.__contains__, what="train.sources")
+    with pytest.raises(InputError, match="train.sources entry 'real:TRAIN@x'"):
+        parse_sources("real:TRAIN@x", "f", "t", {"real"}.__contains__, what="train.sources")
 
 
 def test_resume_restarts_when_masks_change(stores, tmp_path):
@@ -509,12 +510,12 @@ def test_soft_dice_loss_by_hand():
 
 def test_training_loss_options():
     logits, target = torch.zeros(1, 1, 1, 2, 2), torch.tensor([1.0, 1, 0, 0]).view(1, 1, 1, 2, 2)
-    bce = training_loss(logits, target)
+    bce = training_loss(logits, target, "bce", 1.0)
     assert bce.item() == pytest.approx(math.log(2))   # BCE of p = 0.5, whatever the target
     both = training_loss(logits, target, "bce_dice", 0.5)
     assert both.item() == pytest.approx(math.log(2) + 0.5 * 0.4)
     with pytest.raises(InputError, match="loss must be one of"):
-        training_loss(logits, target, "dice")
+        training_loss(logits, target, "dice", 1.0)
 
 
 def test_lr_factor():
@@ -530,7 +531,8 @@ def test_forward_burn_in_equals_tail_of_one_pass():
     from echodfkd.student.model import StudentNet
 
     torch.manual_seed(0)
-    model = StudentNet(2, 1, 2).eval()       # eval: BatchNorm per frame, so chunks are exact
+    # eval: BatchNorm per frame, so chunks are exact
+    model = StudentNet(2, 1, 2, kernel_size=3, skip=False).eval()
     x = torch.rand(2, 6, 1, 8, 8)
     full, _ = model(x)
     tail = forward_burn_in(model, x, 4)
@@ -545,15 +547,15 @@ def test_augment_strength_ranges():
     lo = augment_ranges(2.0)
     assert lo[0] == pytest.approx((0.5, 1.6)) and lo[1] == pytest.approx((0.4, 1.8))
     shape = (2, 3, 1, 4, 4)
-    a = draw_augment(np.random.default_rng(1), shape)
-    b = draw_augment(np.random.default_rng(1), shape, 2.0)
+    a = draw_augment(np.random.default_rng(1), shape, 1.0, 0.0)
+    b = draw_augment(np.random.default_rng(1), shape, 2.0, 0.0)
     np.testing.assert_array_equal(a.noise, b.noise)   # same draws, scaled ranges
     np.testing.assert_allclose(b.sigma, 2 * a.sigma, rtol=1e-6)
     np.testing.assert_allclose(b.gain - 1, ((a.gain - 1) * 2), rtol=1e-5, atol=1e-6)
     x = torch.rand(shape)
     from echodfkd.student.train import apply_augment
     torch.testing.assert_close(apply_augment(x, draw_augment(np.random.default_rng(1), shape,
-                                                             0.0)), x)
+                                                             0.0, 0.0)), x)
 
 
 def test_recipe_options_validated():
@@ -632,7 +634,7 @@ def test_sharpen_augmentation_by_hand():
     assert y[0, 0, 0, 2, 2].item() == pytest.approx(0.6 + (0.1 - 0.1 / 9))
     assert y[0, 0, 0, 0, 0].item() == pytest.approx(0.5)   # flat region: unchanged
     torch.testing.assert_close(apply_augment(x, ident(None)), x)
-    a = draw_augment(np.random.default_rng(3), (2, 1, 1, 4, 4))
+    a = draw_augment(np.random.default_rng(3), (2, 1, 1, 4, 4), 1.0, 0.0)
     b = draw_augment(np.random.default_rng(3), (2, 1, 1, 4, 4), 1.0, 0.8)
     np.testing.assert_array_equal(a.noise, b.noise)        # earlier draws unchanged
     assert a.sharpen is None and ((b.sharpen >= 0) & (b.sharpen <= 0.8)).all()

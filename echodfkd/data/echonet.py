@@ -565,7 +565,7 @@ def _choose_tracing(xy: np.ndarray, parts: list[TracingPart], policy: str, width
 
 
 def tracing_masks(tracings: pd.DataFrame, n_frames: int, *, width: int = FRAME_SIZE,
-                  height: int = FRAME_SIZE, policy: str = "first",
+                  height: int = FRAME_SIZE, policy: str,
                   source: str = "VolumeTracings.csv") -> tuple[list[TracedFrame], list[Skip]]:
     """Masks of one video's traced frames, and the frames refused or noted.
 
@@ -575,7 +575,7 @@ def tracing_masks(tracings: pd.DataFrame, n_frames: int, *, width: int = FRAME_S
     are mapped to 112x112 like the frames, see :func:`chords_polygon_mask`). Each traced
     frame's rows are split into per-annotator tracings (:func:`split_tracing`) and one is
     used, chosen by ``policy`` (``ingest.tracing_policy``, one of ``TRACING_POLICIES``):
-    ``first`` (default: the first complete tracing in the file, the original annotation),
+    ``first`` (the first complete tracing in the file, the original annotation),
     ``last`` (the last complete one, e.g. a later correction) or ``largest`` (the complete
     tracing with the largest mask area). Without a complete tracing, the same policy picks
     among the incomplete ones with at least 3 chords.

@@ -85,7 +85,7 @@ class _Item:
     video_path: str
     gt_path: str | None
     tracings: pd.DataFrame | None
-    tracing_policy: str = "first"
+    tracing_policy: str
 
 
 @dataclass
@@ -501,9 +501,8 @@ class IngestConfig:
 
 
 def ingest_source(root: str | os.PathLike, out_path: str | os.PathLike, *,
-                  shard_frames: int = 2048, chunk_frames: int = 128, workers: int = 2,
-                  scheduler: str = "", max_bad_fraction: float = 0.05,
-                  tracing_policy: str = "first", progress: bool = True,
+                  shard_frames: int, chunk_frames: int, workers: int, scheduler: str,
+                  max_bad_fraction: float, tracing_policy: str, progress: bool = True,
                   skipped_path: str | os.PathLike | None = None,
                   batch_videos: int | None = None) -> IngestReport:
     """Decode the source folder ``root`` (EchoNet layout) into the frame store ``out_path``.
@@ -516,16 +515,18 @@ def ingest_source(root: str | os.PathLike, out_path: str | os.PathLike, *,
     refused traced frames and videos absent from FileList are reported in
     ``report.skips`` (and written to ``skipped_path`` if given, also on failure).
 
-    Decoding runs as dask tasks (one per video) on ``workers`` local threads, or on the
-    cluster at ``scheduler`` (a ``dask.distributed`` address) when non-empty, in batches of
-    ``batch_videos`` videos (default: about ``512 * workers`` frames by FileList's
-    NumberOfFrames; ``workers`` is the cluster's thread count with a scheduler), three
-    batches in flight (memory: about ``3 * 512 * workers`` decoded frames, plus up to three
-    shard buffers per array); one writer thread writes whole shards in order. The store is built at
-    ``partial_path(out_path)`` and committed atomically; raises :class:`IngestError`
-    (leaving ``out_path`` untouched) when more than ``max_bad_fraction`` of the FileList
-    rows are bad. A video (or ground-truth file) that resolves outside ``root`` (a symbolic
-    link pointing elsewhere) is not read: it is a bad row (kind ``video``/``ground_truth``).
+    The settings ``shard_frames`` ... ``tracing_policy`` are params.yaml's ``ingest`` section
+    (:class:`IngestConfig`), passed explicitly. Decoding runs as dask tasks (one per video) on
+    ``workers`` local threads, or on the cluster at ``scheduler`` (a ``dask.distributed``
+    address) when non-empty, in batches of ``batch_videos`` videos (None: about
+    ``512 * workers`` frames by FileList's NumberOfFrames; ``workers`` is the cluster's thread
+    count with a scheduler), three batches in flight (memory: about ``3 * 512 * workers``
+    decoded frames, plus up to three shard buffers per array); one writer thread writes whole
+    shards in order. The store is built at ``partial_path(out_path)`` and committed
+    atomically; raises :class:`IngestError` (leaving ``out_path`` untouched) when more than
+    ``max_bad_fraction`` of the FileList rows are bad. A video (or ground-truth file) that
+    resolves outside ``root`` (a symbolic link pointing elsewhere) is not read: it is a bad
+    row (kind ``video``/``ground_truth``).
 
     An OS error while writing the store (disk full, file-size limit) raises
     :class:`echodfkd.data.store.StoreWriteError` (one line naming ``out_path`` and the

@@ -178,10 +178,11 @@ def mask_compressor() -> zarr.codecs.ZstdCodec:
 
 
 def create_frame_array(group: zarr.Group, name: str, n_frames: int, *,
-                       shard_frames: int = 2048, chunk_frames: int = 128,
+                       shard_frames: int, chunk_frames: int,
                        compressor: zarr.abc.codec.BytesBytesCodec | None = None) -> zarr.Array:
-    """Create a uint8 (n_frames, 112, 112) array sharded along the frame axis, compressed
-    with ``compressor`` (default :func:`mask_compressor`)."""
+    """Create a uint8 (n_frames, 112, 112) array sharded along the frame axis (``shard_frames``
+    frames per shard, ``chunk_frames`` per compressed chunk: ``ingest.shard_frames`` and
+    ``ingest.chunk_frames``), compressed with ``compressor`` (None: :func:`mask_compressor`)."""
     if n_frames < 0:
         raise ValueError(f"n_frames must be >= 0, got {n_frames}")
     chunk = max(1, min(chunk_frames, shard_frames))
@@ -265,8 +266,7 @@ def open_frames(path: str | os.PathLike) -> FrameStore:
 
 
 def init_frame_store(path: str | os.PathLike, index: pd.DataFrame, n_traced: int, *,
-                     with_gt: bool, shard_frames: int = 2048,
-                     chunk_frames: int = 128) -> zarr.Group:
+                     with_gt: bool, shard_frames: int, chunk_frames: int) -> zarr.Group:
     """Create an empty frame store at ``path`` (normally a ``.partial`` staging path).
 
     ``index`` must hold ``INDEX_COLUMNS``; its ``stop`` column gives the total frame count.
@@ -391,8 +391,8 @@ def open_masks(path: str | os.PathLike, frames: FrameStore | None = None) -> Mas
     return store
 
 
-def init_mask_store(path: str | os.PathLike, frames: FrameStore, *, shard_frames: int = 2048,
-                    chunk_frames: int = 128, resume: bool = False, **attrs) -> zarr.Group:
+def init_mask_store(path: str | os.PathLike, frames: FrameStore, *, shard_frames: int,
+                    chunk_frames: int, resume: bool = False, **attrs) -> zarr.Group:
     """Create (or, with ``resume``, reopen) a mask store aligned with ``frames``.
 
     Resuming reuses an existing store at ``path`` only if it was made for the same frames;

@@ -64,11 +64,12 @@ class Source:
     weight: float = 1.0
 
 
-def select_videos(index: pd.DataFrame, splits: Sequence[str], *,
-                  filter_column: str | None = None, filter_min: float | None = None,
-                  filter_max: float | None = None, where: str = "index") -> pd.DataFrame:
+def select_videos(index: pd.DataFrame, splits: Sequence[str], *, filter_column: str | None,
+                  filter_min: float | None, filter_max: float | None,
+                  where: str = "index") -> pd.DataFrame:
     """Rows of a frame store's video ``index`` in ``splits`` (and, with ``filter_column``,
-    with ``filter_min <= value <= filter_max``; missing values are excluded)."""
+    with ``filter_min <= value <= filter_max``; missing values are excluded). The filter is
+    ``train.filter_*`` (None: no column condition / unbounded), passed explicitly."""
     rows = index[index["Split"].isin(list(splits))]
     if filter_column is not None:
         if filter_column not in index.columns:
@@ -108,11 +109,11 @@ class VideoTable:
         return int(self.length.sum())
 
 
-def plan_videos(sources: Sequence[Source], *, filter_column: str | None = None,
-                filter_min: float | None = None, filter_max: float | None = None
-                ) -> VideoTable:
-    """Select the videos of ``sources`` (splits, optional column filter); checks that each
-    mask store is complete and aligned with its frame store (:func:`echodfkd.data.store.open_masks`)."""
+def plan_videos(sources: Sequence[Source], *, filter_column: str | None,
+                filter_min: float | None, filter_max: float | None) -> VideoTable:
+    """Select the videos of ``sources`` (splits, column filter as :func:`select_videos`; None:
+    none); checks that each mask store is complete and aligned with its frame store
+    (:func:`echodfkd.data.store.open_masks`)."""
     stores: list[tuple[str, str]] = []
     store, offset, length, group, names = [], [], [], [], []
     for g, src in enumerate(sources):
@@ -188,11 +189,12 @@ class ClipSet:
         return self.frames[idx], self.masks[idx]
 
 
-def load_videos(sources: Sequence[Source], *, filter_column: str | None = None,
-                filter_min: float | None = None, filter_max: float | None = None,
+def load_videos(sources: Sequence[Source], *, filter_column: str | None,
+                filter_min: float | None, filter_max: float | None,
                 table: VideoTable | None = None) -> ClipSet:
-    """Read the frames and soft masks of the selected videos of ``sources`` into RAM
-    (``table``: a :func:`plan_videos` result for these sources, to avoid planning twice)."""
+    """Read the frames and soft masks of the selected videos of ``sources`` (filter as
+    :func:`plan_videos`) into RAM (``table``: the :func:`plan_videos` result for these
+    sources and this filter, to avoid planning twice)."""
     if table is None:
         table = plan_videos(sources, filter_column=filter_column, filter_min=filter_min,
                             filter_max=filter_max)
@@ -531,14 +533,14 @@ def prefetch(draw: Callable[[], tuple], read: Callable[..., tuple], steps: int, 
 
 def parse_sources(spec: str, frames_dir: str | os.PathLike, masks_dir: str | os.PathLike,
                   covers: Callable[[str], bool], *, weights: bool = True,
-                  what: str = "--sources") -> list[Source]:
+                  what: str) -> list[Source]:
     """Sources from a spec such as ``"synthetic:TRAIN@3 real:TRAIN+VAL@1"``.
 
     Space-separated entries ``<source>:<SPLIT>[+<SPLIT>...][@<weight>]`` (weight default 1,
     only with ``weights``); the stores are ``<frames_dir>/<source>.zarr`` and
     ``<masks_dir>/<source>.zarr``. ``covers(source)`` tells whether the teacher labels a source
     (has cached masks for it); every source must be covered. Raises :class:`InputError` naming
-    the bad entry.
+    ``what`` (the setting the spec comes from, e.g. ``"train.sources"``) and the bad entry.
     """
     entries = spec.split()
     if not entries:

@@ -51,14 +51,16 @@ class InferConfig:
 
 
 @torch.inference_mode()
-def predict_videos(model: StudentNet, frames: np.ndarray, *, chunk: int = 64,
+def predict_videos(model: StudentNet, frames: np.ndarray, *, chunk: int,
                    device: torch.device | str | None = None) -> np.ndarray:
     """Soft masks of a batch of equally long videos.
 
     Args:
         model: student in eval mode.
         frames: uint8 (B, T, H, W) grey frames (rows = y, columns = x).
-        chunk: frames fed per forward call; the recurrent state is carried between chunks.
+        chunk: frames fed per forward call (``infer.chunk``); the recurrent state is carried
+            between chunks.
+        device: where the frames go; None: the device the model's weights are on.
     Returns:
         uint8 (B, T, H, W) = round(sigmoid(logit) * 255).
     """
@@ -81,14 +83,14 @@ def predict_videos(model: StudentNet, frames: np.ndarray, *, chunk: int = 64,
     return out
 
 
-def predict_video(model: StudentNet, frames: np.ndarray, *, chunk: int = 64,
+def predict_video(model: StudentNet, frames: np.ndarray, *, chunk: int,
                   device: torch.device | str | None = None) -> np.ndarray:
     """Soft masks of one video: uint8 (T, H, W) frames -> uint8 (T, H, W) (see
     :func:`predict_videos`)."""
     return predict_videos(model, frames[None], chunk=chunk, device=device)[0]
 
 
-def predict_padded(model: StudentNet, videos: list[np.ndarray], *, chunk: int = 64,
+def predict_padded(model: StudentNet, videos: list[np.ndarray], *, chunk: int,
                    device: torch.device | str | None = None) -> list[np.ndarray]:
     """Soft masks of videos of different lengths run as one batch.
 
@@ -106,9 +108,9 @@ def predict_padded(model: StudentNet, videos: list[np.ndarray], *, chunk: int = 
 
 
 def infer_store(student: str | os.PathLike, frames: str | os.PathLike, out: str | os.PathLike,
-                *, chunk: int = 64, videos_per_batch: int | None = None,
-                device: torch.device | str | None = None, shard_frames: int = 2048,
-                chunk_frames: int = 128, resume: bool = True, progress: bool = True,
+                *, chunk: int, videos_per_batch: int | None,
+                device: torch.device | str | None, shard_frames: int, chunk_frames: int,
+                resume: bool = True, progress: bool = True,
                 splits: Sequence[str] | None = None) -> Path:
     """Write the student's soft masks for every frame of the frame store ``frames`` to the
     mask store ``out`` (see module docstring). Returns ``out``.
@@ -117,8 +119,13 @@ def infer_store(student: str | os.PathLike, frames: str | os.PathLike, out: str 
     the other videos' frames stay 0 and ``attrs["splits"]`` records what was segmented (None:
     every video), so that an evaluation of another split fails instead of scoring zeros.
 
-    ``videos_per_batch`` videos are run together (zero-padded to the longest); default 1 on
-    CPU, 8 on CUDA. Frames belonging to no video (none in a valid store) stay 0.
+    The settings are params.yaml's ``infer`` section (``chunk``, ``videos_per_batch``,
+    ``device``) and ``ingest.shard_frames`` / ``ingest.chunk_frames``, passed explicitly.
+    ``videos_per_batch`` videos are run together (zero-padded to the longest); None (the
+    stage passes it for ``infer.videos_per_batch`` 0) chooses 1 on CPU, 8 on CUDA.
+    ``device``: a torch device, or ``"auto"`` / ``""`` / None for CUDA when available
+    (:func:`echodfkd.runtime.resolve_device`). Frames belonging to no video (none in a valid
+    store) stay 0.
 
     ``chunk``, ``videos_per_batch`` (unless None), ``shard_frames`` and ``chunk_frames`` must
     be whole numbers >= 1 and ``chunk_frames`` must divide ``shard_frames``

@@ -17,7 +17,8 @@ The ReLU after each decoder BatchNorm is our choice: without it the decoder woul
 linear maps (upsample, conv, affine BN) that a single conv could replace. The encoder's
 ConvLSTM outputs are already bounded by ``tanh``.
 
-Paper default ``StudentNet(3, 3, 12)`` has 611,185 trainable weights (≈0.6M as quoted).
+The paper's student ``StudentNet(3, 3, 12, kernel_size=3, skip=False)`` has 611,185 trainable
+weights (≈0.6M as quoted).
 
 The recurrence is causal, BatchNorm in eval mode acts per frame, and every other layer is
 per frame, so a long video may be fed in chunks carrying the returned state and gives exactly
@@ -236,7 +237,7 @@ class ConvLSTMCell(nn.Module):
     ``unit_forget_bias``), the other weights with PyTorch's default conv initialisation.
     """
 
-    def __init__(self, in_ch: int, hidden: int, kernel_size: int = 3) -> None:
+    def __init__(self, in_ch: int, hidden: int, kernel_size: int) -> None:
         super().__init__()
         if in_ch < 1 or hidden < 1:
             raise ValueError(f"in_ch and hidden must be >= 1, got in_ch={in_ch}, hidden={hidden}")
@@ -386,6 +387,9 @@ def upsample_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
 class StudentNet(nn.Module):
     """ConvLSTM encoder-decoder (see module docstring).
 
+    The arguments are a student shape of params.yaml (``student`` or ``grid.<name>``, a
+    :class:`echodfkd.student.shape.StudentShape`): ``StudentNet(**asdict(shape))``.
+
     Args:
         blocks: encoder blocks (resolution levels); input H and W must be divisible by
             ``2 ** (blocks - 1)``.
@@ -396,7 +400,7 @@ class StudentNet(nn.Module):
     """
 
     def __init__(self, blocks: int, layers_per_block: int, hidden: int,
-                 kernel_size: int = 3, skip: bool = False) -> None:
+                 kernel_size: int, skip: bool) -> None:
         super().__init__()
         if blocks < 1 or layers_per_block < 1 or hidden < 1:
             raise ValueError(f"blocks, layers_per_block and hidden must be >= 1, got "

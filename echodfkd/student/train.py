@@ -74,9 +74,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from echodfkd.student.clips import (SHORT_VIDEO_POLICIES, ClipSet, Source, StreamingClips, choose_streaming,  # noqa: F401
-                            fixed_clips, inputs_fingerprint, load_videos, plan_videos, prefetch,
-                            prepare_short_videos, sample_clips, select_videos)
+from echodfkd.student.clips import (SHORT_VIDEO_POLICIES, ClipSet, Source, StreamingClips,
+                                    choose_streaming, fixed_clips, inputs_fingerprint,
+                                    load_videos, plan_videos, prefetch, prepare_short_videos,
+                                    sample_clips)
 from echodfkd.cost import count_weights
 from echodfkd.errors import InputError
 from echodfkd.student.files import clone_state
@@ -139,8 +140,7 @@ class TrainConfig:
         for name in ("sequence_length", "batch", "epochs", "patience", "val_clips_per_video"):
             if getattr(self, name) < 1:
                 raise InputError(f"train.{name} must be >= 1, got {getattr(self, name)!r}")
-        for name in ("steps_per_epoch", "threads", "stream_above_mb", "cache_mb",
-                     "loader_workers"):
+        for name in ("steps_per_epoch", "stream_above_mb", "cache_mb", "loader_workers"):
             if getattr(self, name) < 0:
                 raise InputError(f"train.{name} must be >= 0, got {getattr(self, name)!r}")
         if self.short_videos not in SHORT_VIDEO_POLICIES:
@@ -211,7 +211,7 @@ class Augment(NamedTuple):
     sharpen: np.ndarray | None = None
 
 
-def augment_ranges(strength: float = 1.0) -> tuple[tuple[float, float], ...]:
+def augment_ranges(strength: float) -> tuple[tuple[float, float], ...]:
     """(low, high) of gain, gamma and noise level for an augmentation ``strength``: each range
     scaled about its identity value (gain 1, gamma 1, noise 0), so strength 1 gives gain
     (0.75, 1.3), gamma (0.7, 1.4), noise (0, 0.35), strength 0 no change, strength 2 gain
@@ -221,13 +221,13 @@ def augment_ranges(strength: float = 1.0) -> tuple[tuple[float, float], ...]:
 
 
 def draw_augment(rng: np.random.Generator, shape: Sequence[int],
-                 strength: float = 1.0, sharpen: float = 0.0) -> Augment:
+                 strength: float, sharpen: float) -> Augment:
     """The draws of :func:`augment_clips` for a batch of ``shape`` (B, T, 1, H, W), in its
     order: gain U(0.75, 1.3), gamma U(0.7, 1.4), noise level U(0, 0.35) per clip (ranges
-    scaled by ``strength``, :func:`augment_ranges`), then standard normal noise per pixel and
-    frame. The number of draws does not depend on ``strength``. With ``sharpen`` > 0, an
-    unsharp-mask amount U(0, sharpen) per clip is drawn last (so the earlier draws are those
-    of ``sharpen`` 0)."""
+    scaled by ``strength``, ``train.augment_strength``: :func:`augment_ranges`), then
+    standard normal noise per pixel and frame. The number of draws does not depend on
+    ``strength``. With ``sharpen`` > 0 (``train.sharpen``), an unsharp-mask amount
+    U(0, sharpen) per clip is drawn last (so the earlier draws are those of ``sharpen`` 0)."""
     b = shape[0]
     gain, gamma, sigma = (rng.uniform(lo, hi, b).astype(np.float32)
                           for lo, hi in augment_ranges(strength))
@@ -262,9 +262,9 @@ def augment_clips(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
 
     ``x``: float32 (B, T, 1, H, W) in [0, 1]; returns the same shape, clipped to [0, 1]. The
     geometry is unchanged, so the soft targets stay valid. Draws from ``rng`` only
-    (deterministic for a seed).
+    (deterministic for a seed). These are the ranges of strength 1, without sharpening.
     """
-    return apply_augment(x, draw_augment(rng, x.shape))
+    return apply_augment(x, draw_augment(rng, x.shape, strength=1.0, sharpen=0.0))
 
 
 def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0
@@ -282,11 +282,11 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0
     return (1 - (2 * inter + eps) / (p.sum(1) + t.sum(1) + eps)).mean()
 
 
-def training_loss(logits: torch.Tensor, target: torch.Tensor, loss: str = "bce",
-                  dice_weight: float = 1.0) -> torch.Tensor:
+def training_loss(logits: torch.Tensor, target: torch.Tensor, loss: str,
+                  dice_weight: float) -> torch.Tensor:
     """The training loss (0-d): BCE with logits against soft targets (``"bce"``), plus
-    ``dice_weight`` x :func:`soft_dice_loss` with ``"bce_dice"``. Shapes as
-    :func:`soft_dice_loss`."""
+    ``dice_weight`` x :func:`soft_dice_loss` with ``"bce_dice"`` (``train.loss``,
+    ``train.dice_weight``). Shapes as :func:`soft_dice_loss`."""
     out = F.binary_cross_entropy_with_logits(logits, target)
     if loss == "bce_dice":
         out = out + dice_weight * soft_dice_loss(logits, target)
@@ -434,7 +434,8 @@ def _open_data(train_sources: Sequence[Source], val_sources: Sequence[Source],
     """Training and validation clip sets, in RAM or streamed as one decision for both."""
     table = plan_videos(train_sources, filter_column=config.filter_column,
                         filter_min=config.filter_min, filter_max=config.filter_max)
-    val_table = plan_videos(val_sources)
+    # Validation is not filtered: train.filter_* selects the training videos only.
+    val_table = plan_videos(val_sources, filter_column=None, filter_min=None, filter_max=None)
     frames = table.frames + val_table.frames
     stream_above = config.stream_above_mb
     streaming = choose_streaming(frames, stream_above)
@@ -450,8 +451,11 @@ def _open_data(train_sources: Sequence[Source], val_sources: Sequence[Source],
         log.info("train + val data: %d + %d videos, %.0f MiB of frames and masks <= %g MiB "
                  "(train.stream_above_mb): loaded into RAM", len(table.names),
                  len(val_table.names), mb, stream_above)
-        train = load_videos(train_sources, table=table)
-        val = load_videos(val_sources, table=val_table)
+        train = load_videos(train_sources, filter_column=config.filter_column,
+                            filter_min=config.filter_min, filter_max=config.filter_max,
+                            table=table)
+        val = load_videos(val_sources, filter_column=None, filter_min=None, filter_max=None,
+                          table=val_table)
     L = config.sequence_length
     return (prepare_short_videos(train, L, config.short_videos),
             prepare_short_videos(val, L, config.short_videos), streaming)

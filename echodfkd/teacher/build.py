@@ -63,16 +63,16 @@ class TeacherConfig:
 def make_teacher_dir(out_dir: str | os.PathLike, members: Sequence[Mapping[str, Any]],
                      frames: FrameStore | None, *, arch: str, width: int, depth: int,
                      epochs: int, batch_size: int, lr: float, seed: int,
-                     device: str | None = None,
-                     progress: bool = True) -> tuple[dict, pd.DataFrame | None]:
+                     device: str | None, progress: bool = True) -> tuple[dict, pd.DataFrame | None]:
     """Fill ``out_dir`` (normally a staging path) with ``member<i>.pt`` and ``teacher.json``.
 
     "fit" members are fitted (:func:`echodfkd.teacher.fit.fit_teacher`, architecture ``arch``
     with ``width``/``depth``, ``epochs``/``batch_size``/``lr``) on the TRAIN split's traced frames
     of ``frames``, VAL for early stopping (fit member k uses ``seed + k`` unless it gives "seed");
     "checkpoint" members are converted to the project format; "outputs" members are recorded as
-    given. Returns (teacher.json contents, fit history or None; the history has a "member"
-    column). Does not write the history.
+    given. ``device`` (``teacher.device``): where fitting runs; ``"auto"``, ``""`` or None:
+    CUDA when available. Returns (teacher.json contents, fit history or None; the history has
+    a "member" column). Does not write the history.
     """
     specs = parse_member_specs(members)
     out_dir = Path(out_dir)

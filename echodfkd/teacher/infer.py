@@ -89,9 +89,9 @@ class TeacherInferConfig:
 
 
 def infer_teacher(members: Sequence[Member], frames_store: FrameStore | str | os.PathLike,
-                  out_path: str | os.PathLike, *, batch_size: int = 64,
-                  block_frames: int | None = None, device: str | None = None,
-                  amp: bool, scheduler: str = "", workers: int = 1,
+                  out_path: str | os.PathLike, *, batch_size: int,
+                  block_frames: int | None = None, device: str | None,
+                  amp: bool, scheduler: str, workers: int,
                   progress: bool = True) -> MaskStore:
     """Run the fused teacher over every frame of ``frames_store`` into a mask store.
 
@@ -101,7 +101,10 @@ def infer_teacher(members: Sequence[Member], frames_store: FrameStore | str | os
     shards (``block_frames`` frames; default the frame store's shard size), one dask task
     each: local threads (``workers`` of them) when ``scheduler`` is ``""``, else the
     ``distributed`` scheduler at that address (workers load checkpoints themselves, once per
-    process, and must see the same paths). ``batch_size``: frames per forward pass.
+    process, and must see the same paths). ``batch_size``: frames per forward pass. The settings
+    are params.yaml's (``teacher_infer.batch`` through :func:`echodfkd.runtime.teacher_batch`,
+    ``teacher_infer.amp``, ``teacher_infer.workers``, ``teacher.device``, ``ingest.scheduler``),
+    passed explicitly; ``device`` ``"auto"``, ``""`` or None: CUDA when available.
 
     Resumption: each finished block is recorded in ``attrs["done_blocks"]`` with the SHA-256 of
     its masks (``attrs["block_sha"]``). A rerun after an interruption skips them only when the

@@ -197,7 +197,7 @@ def parse_member_text(spec: str) -> dict:
     try:
         w = float(weight) if weight else 1.0
     except ValueError:
-        raise InputError(f"teacher member {spec!r}: weight {weight!r} is not a number "
+        raise InputError(f"teacher.members entry {spec!r}: weight {weight!r} is not a number "
                          "(write KIND[:PATH][@WEIGHT], e.g. fit@2)") from None
     return {"kind": kind, "path": path, "weight": w}
 
@@ -206,23 +206,23 @@ def parse_member_specs(members: Sequence[Mapping[str, Any]]) -> list[dict]:
     """Validate ``[{"kind": one of KINDS, "path": str, "weight": float}, ...]`` (``path`` unused
     for "fit"; optional "seed" for "fit", "values" for "outputs")."""
     if not isinstance(members, Sequence) or not members:
-        raise InputError(f"teacher members must be a non-empty list, got {members!r}")
+        raise InputError(f"teacher.members must be a non-empty list (params.yaml), got {members!r}")
     out = []
     for i, m in enumerate(members):
         if not isinstance(m, Mapping) or m.get("kind") not in KINDS:
-            raise InputError(f"teacher member {i} {m!r}: kind must be one of {sorted(KINDS)}")
+            raise InputError(f"teacher.members entry {i} {m!r}: kind must be one of {sorted(KINDS)}")
         m = dict(m)
         m["weight"] = float(m.get("weight", 1.0))
         if not math.isfinite(m["weight"]) or m["weight"] < 0:
-            raise InputError(f"teacher member {i} {m!r}: weight must be a number >= 0")
+            raise InputError(f"teacher.members entry {i} {m!r}: weight must be a number >= 0")
         if KINDS[m["kind"]].needs_path and not m.get("path"):
-            raise InputError(f"teacher member {i} {m!r}: {m['kind']} needs a path "
+            raise InputError(f"teacher.members entry {i} {m!r}: {m['kind']} needs a path "
                              f"({m['kind']}:<path>)")
         if m["kind"] == "outputs" and m.get("values", "auto") not in NPY_VALUES:
-            raise InputError(f"teacher member {i} {m!r}: 'values' must be one of {NPY_VALUES}")
+            raise InputError(f"teacher.members entry {i} {m!r}: 'values' must be one of {NPY_VALUES}")
         out.append(m)
     if sum(m["weight"] for m in out) <= 0:
-        raise InputError(f"teacher member weights sum to 0: {members!r}")
+        raise InputError(f"teacher.members weights sum to 0: {members!r}")
     return out
 
 

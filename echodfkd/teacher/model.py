@@ -27,7 +27,7 @@ class TeacherModel:
     config: dict
     model: nn.Module
     device: torch.device
-    amp: bool = False
+    amp: bool
     meta: dict = field(default_factory=dict)
 
     def _predict(self, frames: np.ndarray, batch_size: int, proba: bool) -> np.ndarray:
@@ -51,18 +51,22 @@ class TeacherModel:
                 out[s:s + batch_size] = (torch.sigmoid(y) if proba else y).cpu().numpy()
         return out
 
-    def predict_logits(self, frames: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        """uint8 (B, H, W) grey frames -> float32 (B, H, W) logits, in batches."""
+    def predict_logits(self, frames: np.ndarray, batch_size: int) -> np.ndarray:
+        """uint8 (B, H, W) grey frames -> float32 (B, H, W) logits, ``batch_size`` frames per
+        forward pass (the pipeline's: ``teacher_infer.batch``)."""
         return self._predict(frames, batch_size, proba=False)
 
-    def predict_proba(self, frames: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        """uint8 (B, H, W) grey frames -> float32 (B, H, W) LV probabilities, sigmoid(logit)."""
+    def predict_proba(self, frames: np.ndarray, batch_size: int) -> np.ndarray:
+        """uint8 (B, H, W) grey frames -> float32 (B, H, W) LV probabilities, sigmoid(logit),
+        ``batch_size`` frames per forward pass."""
         return self._predict(frames, batch_size, proba=True)
 
 
-def load_teacher(path: str | os.PathLike, device: str | torch.device | None = None, *,
-                 amp: bool = False) -> TeacherModel:
-    """Load a project or EchoNet-Dynamic checkpoint (strict, ``weights_only``) for inference."""
+def load_teacher(path: str | os.PathLike, device: str | torch.device | None, *,
+                 amp: bool) -> TeacherModel:
+    """Load a project or EchoNet-Dynamic checkpoint (strict, ``weights_only``) for inference
+    on ``device`` (``"auto"``, ``""`` or None: CUDA when available), with ``amp``
+    (``teacher_infer.amp``)."""
     ckpt = read_checkpoint(path)
     model = build_model(ckpt.arch, ckpt.config)
     load_state_strict(model, ckpt.state_dict, str(path))
@@ -74,8 +78,8 @@ _MODEL_CACHE: dict[tuple, TeacherModel] = {}
 _MODEL_LOCK = threading.Lock()
 
 
-def cached_teacher(path: str | os.PathLike, device: str | torch.device | None = None, *,
-                   amp: bool = False) -> TeacherModel:
+def cached_teacher(path: str | os.PathLike, device: str | torch.device | None, *,
+                   amp: bool) -> TeacherModel:
     """:func:`load_teacher`, loaded once per process (keyed by path, mtime, size, device, amp)."""
     st = os.stat(path)
     dev = resolve_device(device)

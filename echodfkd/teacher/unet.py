@@ -22,10 +22,11 @@ class UNet(nn.Module):
     Input: float32 (B, 1, H, W), pixel values / 255 in [0, 1]; H and W divisible by
     ``2**depth``. Output: float32 logits (B, 1, H, W); sigmoid gives the LV probability.
     Decoder: bilinear x2 upsampling, a 1x1 conv halving the channels, concatenation with the
-    encoder skip, then a conv block.
+    encoder skip, then a conv block. The fitted teacher's ``width`` and ``depth`` are
+    params.yaml's ``teacher.width`` / ``teacher.depth``; a checkpoint records them in its config.
     """
 
-    def __init__(self, width: int = 16, depth: int = 3) -> None:
+    def __init__(self, width: int, depth: int) -> None:
         super().__init__()
         if width < 1 or depth < 1:
             raise ValueError(f"UNet needs width >= 1 and depth >= 1, got width={width}, "

@@ -208,7 +208,7 @@ def _render(h: Heart, look: Look, rng: np.random.Generator
         & (v >= -(W + 2 * thick * var_l) * gl_tab[idx_o] - dW * hl_tab[idx_o]) \
         & (v <= (W + 2 * thick * var_r) * gr_tab[idx_o] + dW * hr_tab[idx_o])
     # RV along the septum, from rv_start*L down to just above the mitral annulus.
-    wl1, wr1 = W * gl_tab[-1] + dW * hl_tab[-1], W * gr_tab[-1] + dW * hr_tab[-1]
+    wl1 = W * gl_tab[-1] + dW * hl_tab[-1]
     rv0, rv1 = h.rv_start * L, L - 2.0
     srv = (u - rv0) / (rv1 - rv0)
     rv_w = h.rv_width * W * (0.85 + 0.15 * fill)

@@ -64,10 +64,7 @@ def make_video(style: str, seed: int, split: str, i: int, n_frames: int, number:
     uint8 (T, 112, 112) 0/1, ed / es int64 arrays, and for the real style ``tracings``: a list
     of (frame, float (21, 4) X1 Y1 X2 Y2) for one ED and one ES frame.
     """
-    if style not in STYLES:
-        raise ValueError(f"style must be one of {STYLES}, got {style!r}")
-    if n_frames < 16:
-        raise ValueError(f"n_frames must be >= 16 to hold a cardiac cycle, got {n_frames}")
+    check_set(style, {}, n_frames)
     rng = np.random.default_rng(_video_seed(seed, split, i))
     name = _file_name(rng, style, number)
     fps = _choose_fps(rng, style)
@@ -108,34 +105,41 @@ class PhantomSet:
     frames: int
 
     def __post_init__(self) -> None:
-        if self.style not in STYLES:
-            raise InputError(f"style must be one of {list(STYLES)}, got {self.style!r}")
-        for name in ("train", "val", "test", "extra"):
-            if getattr(self, name) < 0:
-                raise InputError(f"{name} must be >= 0 videos, got {getattr(self, name)!r}")
-        if self.frames < 2:
-            raise InputError(f"frames must be >= 2 per video, got {self.frames!r}")
+        check_set(self.style, {"TRAIN": self.train, "VAL": self.val, "TEST": self.test,
+                               "EXTRA": self.extra}, self.frames)
+
+
+def check_set(style: str, counts: dict[str, int], n_frames: int) -> None:
+    """Raise :class:`InputError` unless ``style`` is known, every split's video count
+    ``counts[split]`` is >= 0 (the real style has no EXTRA videos) and a video holds a cardiac
+    cycle (``n_frames`` >= 16)."""
+    if style not in STYLES:
+        raise InputError(f"style must be one of {list(STYLES)}, got {style!r}")
+    for k, n in counts.items():
+        if n < 0:
+            raise InputError(f"{k.lower()} must be >= 0 videos, got {n!r}")
+    if style == "real" and counts.get("EXTRA"):
+        raise InputError(f"the real style (EchoNet-Dynamic) has no EXTRA split, got "
+                         f"{counts['EXTRA']!r} EXTRA videos: set extra to 0")
+    if n_frames < 16:
+        raise InputError(f"frames must be >= 16 to hold a cardiac cycle, got {n_frames!r}")
 
 
 def generate_set(out_dir: str | os.PathLike, *, style: str, seed: int, n_train: int, n_val: int,
-                 n_test: int, n_frames: int, n_extra: int = 0,
+                 n_test: int, n_frames: int, n_extra: int,
                  progress: bool = True) -> pd.DataFrame:
     """Write a phantom set in the EchoNet layout (see the module docstring); return its FileList.
+
+    The arguments are a ``phantom.<set>`` section of params.yaml (:class:`PhantomSet`: ``train``,
+    ``val``, ``test``, ``extra``, ``frames``), passed explicitly.
 
     The set is built under ``<out_dir>.partial`` and renamed into place when complete.
     Output is byte-identical for the same arguments.
     """
     from tqdm import tqdm
 
-    if style not in STYLES:
-        raise ValueError(f"style must be one of {STYLES}, got {style!r}")
     counts = {"TRAIN": n_train, "VAL": n_val, "TEST": n_test, "EXTRA": n_extra}
-    for k, n in counts.items():
-        if n < 0:
-            raise ValueError(f"number of {k} videos must be >= 0, got {n}")
-    if style == "real" and n_extra:
-        raise ValueError("the real style (EchoNet-Dynamic) has no EXTRA split, "
-                         f"got n_extra={n_extra}")
+    check_set(style, counts, n_frames)
     out_dir = Path(out_dir)
     stage = partial_path(out_dir)
     if stage.exists():
