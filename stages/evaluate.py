@@ -4,10 +4,14 @@ agreement, annotation-free scores, the teacher's own scores, plots and its Paret
     python stages/evaluate.py --name student --frames-dir data/frames \
         --pred-dir data/student/student --teacher-dir data/teacher \
         --student-cost models/students/student/cost.json \
-        --teacher-cost models/teacher/cost.json --out reports/students/student
+        --teacher-cost models/teacher/cost.json --live dvclive/student \
+        --out reports/students/student --videos reports/videos/student
 
-Reads params.yaml ``evaluate``. Writes into --out (replaced as a whole): metrics.json, per_video.csv, area_curves.csv,
-point.json, plots/area_curves.png, plots/overlays.png (echodfkd.evaluation.evaluate.write_report).
+Reads params.yaml ``evaluate``. Writes into --out (replaced as a whole): metrics.json,
+per_video.csv, area_curves.csv, point.json, plots/area_curves.png, plots/overlays.png and
+index.html, the student's page (echodfkd.evaluation.evaluate.write_report); into --videos
+(replaced as a whole) one segmentation video per selected video (echodfkd.evaluation.report),
+linked from the page. The training curves on the page are read from --live/plots/metrics.
 Teacher masks are read only for sources the teacher labels (their teacher mask store holds
 masks, see store.teacher_covers); other sources are evaluation-only (human-referenced scores
 only; the log says what is left out and why).
@@ -15,10 +19,12 @@ only; the log says what is left out and why).
 
 import argparse
 import logging
+import os
 from pathlib import Path
 
 from echodfkd.evaluation import evaluate as E
 from echodfkd.evaluation import pareto
+from echodfkd.evaluation import report as R
 from echodfkd.cli import read_params, run
 from echodfkd.data.store import open_frames, teacher_covers
 
@@ -36,7 +42,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--name", required=True, help="the student's stage name")
     for opt in ("--frames-dir", "--pred-dir", "--teacher-dir", "--student-cost",
-                "--teacher-cost", "--out"):
+                "--teacher-cost", "--live", "--out", "--videos"):
         ap.add_argument(opt, required=True)
     a = ap.parse_args(argv)
     cfg = read_params(PARAMS).config("evaluate", E.EvaluateConfig)
@@ -83,7 +89,15 @@ def main(argv=None):
     for key in report.undefined:
         log.info("%s is undefined on %s %s (too few videos with a value, or a constant "
                  "series): not reported", key, cfg.source, cfg.split)
-    E.write_report(a.out, report)
+    names = R.videos_to_render(report.per_video, cfg.videos, cfg.n_examples)
+    written, skipped = R.write_videos(
+        a.videos, R.video_inputs(frames, pred, teacher, report.per_video, names),
+        threshold=cfg.threshold)
+    link = Path(os.path.relpath(a.videos, a.out))
+    page = E.Page(name=a.name, videos={n: (link / f).as_posix() for n, f in written.items()},
+                  skipped=skipped,
+                  training_curves=R.read_training_curves(Path(a.live) / "plots" / "metrics"))
+    E.write_report(a.out, report, page)
     log.info("%s: dice %.4f, ef_r %s -> %s", a.name, report.metrics["dice"],
              report.metrics.get("ef_r", "undefined"), a.out)
 

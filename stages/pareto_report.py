@@ -1,11 +1,14 @@
 """Pareto report over the students of params.yaml's ``students:`` table: collect each
 student's point.json, flag Pareto-optimal students, plot Dice against weights/FLOPs with the
 teacher as reference, rank-correlate human- and teacher-referenced scores across students, and
-summarise the distillation gap (teacher Dice minus best / main student Dice).
+summarise the distillation gap (teacher Dice minus best / main student Dice), and write the
+report's front page (--index): the Pareto plots, every student's row linked to its page
+(<reports>/<name>/index.html, written by the evaluate stage) and the gap.
 
     python stages/pareto_report.py --reports reports/students --main student \
         --csv reports/pareto.csv --plot reports/pareto.png \
-        --agreement-plot reports/annotation_free.png --summary reports/pareto_summary.json
+        --agreement-plot reports/annotation_free.png --summary reports/pareto_summary.json \
+        --index reports/index.html
 
 Reads params.yaml: ``students`` (stage name -> shape section) and the shapes in ``student``
 and ``grid``, to check each report against the architecture it should have.
@@ -14,12 +17,14 @@ and ``grid``, to check each report against the architecture it should have.
 import argparse
 import json
 import logging
+import os
 from dataclasses import asdict
+from pathlib import Path
 
 from echodfkd.cli import read_params, run
 from echodfkd.data.store import write_text_atomic
 from echodfkd.errors import InputError
-from echodfkd.evaluation import pareto, plots
+from echodfkd.evaluation import html, pareto, plots
 from echodfkd.student.shape import StudentShape
 
 log = logging.getLogger("pareto_report")
@@ -35,6 +40,7 @@ def main(argv=None):
     ap.add_argument("--plot", required=True)
     ap.add_argument("--agreement-plot", required=True)
     ap.add_argument("--summary", required=True, help="flat JSON: best, gaps, rank agreement")
+    ap.add_argument("--index", required=True, help="the report's front page (HTML)")
     a = ap.parse_args(argv)
     params = read_params(PARAMS)
     students = {name: asdict(params.config(section, StudentShape))
@@ -58,6 +64,11 @@ def main(argv=None):
     for note in notes:
         log.info("%s", note)
     write_text_atomic(a.summary, json.dumps(summary, indent=2) + "\n")
+    here = Path(a.index).parent
+    html.write_index_page(a.index, students=df, summary=summary,
+                          student_href=os.path.relpath(a.reports, here),
+                          pareto_plots=[os.path.relpath(p, here) for p in (a.plot,
+                                                                           a.agreement_plot)])
 
 
 if __name__ == "__main__":

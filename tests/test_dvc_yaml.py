@@ -69,8 +69,10 @@ def undeclared(dvc: dict) -> list[tuple[str, str]]:
         deps = [d if isinstance(d, str) else next(iter(d)) for d in body.get("deps", [])]
         for script in sorted(set(re.findall(r"stages/\w+\.py", cmd))):
             assert script in deps, f"stage {name}: script {script} is not a dep"
-            for f in sorted(imported_modules(ROOT / script)):
-                if (ROOT / f).stat().st_size == 0:
+            used = imported_modules(ROOT / script)
+            used |= {folder for folder, module in PACKAGE_DATA.items() if module in used}
+            for f in sorted(used):
+                if (ROOT / f).is_file() and (ROOT / f).stat().st_size == 0:
                     continue
                 if not any(f == d.rstrip("/") or f.startswith(d.rstrip("/") + "/")
                            for d in deps):
@@ -150,6 +152,16 @@ def test_stage_values_come_from_params(dvc, params):
             node = node[part]
 
 
+# Package data a module reads at run time: a stage importing the module depends on it too.
+PACKAGE_DATA = {"echodfkd/evaluation/templates": "echodfkd/evaluation/html.py"}
+
+
+def test_package_data_is_read_by_its_module():
+    for folder, module in PACKAGE_DATA.items():
+        assert (ROOT / folder).is_dir() and (ROOT / module).is_file()
+        assert Path(folder).name in (ROOT / module).read_text()
+
+
 def overdeclared(dvc: dict) -> list[tuple[str, str]]:
     """(stage, dep) pairs where a project-module dep (under echodfkd/) is imported by none of
     the stage's scripts: an edit to it would rerun the stage for nothing."""
@@ -160,6 +172,7 @@ def overdeclared(dvc: dict) -> list[tuple[str, str]]:
         used = set()
         for script in set(re.findall(r"stages/\w+\.py", cmd)):
             used |= imported_modules(ROOT / script)
+        used |= {folder for folder, module in PACKAGE_DATA.items() if module in used}
         for d in deps:
             if d.startswith("echodfkd/") and not any(
                     u == d or u.startswith(d.rstrip("/") + "/") for u in used):

@@ -284,7 +284,7 @@ def test_panels_and_curve_table(source, tmp_path):
 
 EVALUATE = {"source": "real", "split": "TEST", "agreement_source": "synthetic",
             "agreement_split": "TEST", "threshold": 0.5, "n_examples": 4,
-            "sources": ["real", "synthetic"]}
+            "videos": "examples", "sources": ["real", "synthetic"]}
 
 
 def stage_params(tmp_path, monkeypatch, **over):
@@ -317,7 +317,8 @@ def stage_tree(tmp_path, source, monkeypatch, **over):
     return ["--name", "b2-l1-h4",
             "--frames-dir", str(tmp_path / "frames"), "--pred-dir", str(tmp_path / "student"),
             "--teacher-dir", str(tmp_path / "teacher"),
-            "--student-cost", str(tmp_path / "sc.json"), "--out", str(tmp_path / "out")]
+            "--student-cost", str(tmp_path / "sc.json"), "--out", str(tmp_path / "out"),
+            "--live", str(tmp_path / "live"), "--videos", str(tmp_path / "videos")]
 
 
 @pytest.fixture
@@ -339,8 +340,14 @@ def test_evaluate_stage_end_to_end(frames_dir_source, tmp_path, monkeypatch):
     (out / "plots").mkdir(parents=True)
     (out / "stale.json").write_text("{}")            # left by an older run: must disappear
     evaluate_main()(args + ["--teacher-cost", str(tmp_path / "tc.json")])
-    assert sorted(p.name for p in out.iterdir()) == ["area_curves.csv", "metrics.json",
-                                                     "per_video.csv", "plots", "point.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["area_curves.csv", "index.html",
+                                                     "metrics.json", "per_video.csv", "plots",
+                                                     "point.json"]
+    # n_examples 4 of the 2 scorable TEST videos: both rendered, linked from the page
+    assert sorted(p.name for p in (tmp_path / "videos").iterdir()) == ["a.mp4", "b.mp4"]
+    page = (out / "index.html").read_text()
+    assert 'src="../videos/a.mp4"' in page and 'src="../videos/b.mp4"' in page
+    assert "No training curves recorded" in page          # no dvclive folder given
     m = json.loads((out / "metrics.json").read_text())
     assert all_finite_numbers(m)
     assert m["teacher_dice_ed"] == 1.0 and m["teacher_afd_es"] == 0.0
@@ -411,7 +418,8 @@ def test_evaluate_stage_undefined_values_are_absent(tmp_path, caplog, monkeypatc
         "--name", "s", "--frames-dir", str(tmp_path / "frames"),
         "--pred-dir", str(tmp_path / "student"), "--teacher-dir", str(tmp_path / "none"),
         "--student-cost", str(tmp_path / "sc.json"), "--teacher-cost", str(tmp_path / "x"),
-        "--out", str(tmp_path / "out")])
+        "--out", str(tmp_path / "out"), "--live", str(tmp_path / "live"),
+        "--videos", str(tmp_path / "videos")])
     m = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert m["dice"] == 1.0 and "ef_r" not in m and "ef_mae" in m and all_finite_numbers(m)
     assert "ef_r is undefined on real TEST" in caplog.text
@@ -443,6 +451,8 @@ def test_evaluate_stage_outputs_only_teacher_cost_is_left_out(frames_dir_source,
     ({"threshold": 0}, "params.yaml: evaluate: threshold must be in (0, 1), got 0.0"),
     ({"threshold": "high"}, "params.yaml: evaluate.threshold must be a number, got 'high'"),
     ({"n_examples": -1}, "params.yaml: evaluate: evaluate.n_examples must be >= 0, got -1"),
+    ({"videos": "some"}, "params.yaml: evaluate: evaluate.videos must be one of examples, all, "
+                         "got 'some'"),
     ({"sources": ["synthetic"]}, "params.yaml: evaluate: evaluate.source 'real' is not among "
                                  "evaluate.sources ['synthetic']"),
     ({"split": None}, "params.yaml: evaluate.split must be a string, got None"),

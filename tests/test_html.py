@@ -137,7 +137,7 @@ def test_skipped_listed(tmp_path):
     _, text = student_page(tmp_path)
     assert "0XSHORT" in text and "shorter than 2 frames" in text
     _, text = student_page(tmp_path, skipped=[])
-    assert "None: every video was rendered" in text
+    assert "None: every selected video was rendered" in text
 
 
 def test_no_network_references(tmp_path):

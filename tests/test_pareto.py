@@ -162,7 +162,8 @@ def run_report(tmp_path, monkeypatch, table: dict[str, dict], runner=None):
     main = runpy.run_path(str(ROOT / "stages" / "pareto_report.py"))["main"]
     argv = ["--reports", str(tmp_path / "students"), "--main", "student",
             "--csv", str(tmp_path / "pareto.csv"), "--plot", str(tmp_path / "pareto.png"),
-            "--agreement-plot", str(tmp_path / "af.png"), "--summary", str(tmp_path / "s.json")]
+            "--agreement-plot", str(tmp_path / "af.png"), "--summary", str(tmp_path / "s.json"),
+            "--index", str(tmp_path / "index.html")]
     return runner(main, argv) if runner else main(argv)
 
 
@@ -181,6 +182,9 @@ def test_pareto_report_stage(tmp_path, caplog, monkeypatch):
     assert (s["best_student"], s["best_dice"], s["teacher_dice"]) == ("student", 0.9, 0.92)
     assert s["gap_best"] == pytest.approx(0.02) and s["gap_main"] == pytest.approx(0.02)
     assert s["rho_dice_vs_dice_teacher_ref"] == pytest.approx(1.0)
+    page = (tmp_path / "index.html").read_text()   # front page: plots and links, relative
+    assert 'src="pareto.png"' in page and 'src="af.png"' in page
+    assert all(f'href="students/{n}/index.html"' in page for n in STUDENTS)
     # a student in the table without a report
     b9 = {"blocks": 9, "layers_per_block": 9, "hidden": 9, "kernel_size": 3, "skip": False}
     with pytest.raises(InputError, match="b9-l9-h9/point.json"):

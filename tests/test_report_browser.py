@@ -1,9 +1,9 @@
 """The report pages in a real browser: headless Debian Chromium driven by playwright, pages
 opened from the file system (file:// URLs), as a user opens them.
 
-The test videos are VP8 in WebM, written by OpenCV: the opencv-python-headless wheel has no
-H.264 encoder (its FFmpeg lacks libx264/openh264) and its 'mp4v' MPEG-4 Part 2 MP4s do not play
-in Chromium. Debian's Chromium itself plays H.264 MP4 as well as VP8/VP9 WebM.
+The test videos are written by the pipeline's own renderer and encoder
+(:func:`echodfkd.evaluation.video.write_video`: MP4/H.264 through PyAV, or the WebP fallback
+where no H.264 encoder is installed), so the browser plays exactly what users get.
 
 Set ECHODFKD_SCREENSHOT=path.png to save a screenshot of the student page.
 """
@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 
 from echodfkd.evaluation import html as H
+from echodfkd.evaluation import video as V
 
 pytestmark = pytest.mark.slow
 
@@ -54,27 +55,27 @@ def browser():
         chromium.close()
 
 
-def write_video(path: Path, seed: int, frames: int = 40, fps: float = 25.0) -> None:
-    """A small moving-blob VP8/WebM video (1.6 s)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"VP80"), fps, (112, 112))
-    assert writer.isOpened(), "OpenCV cannot write VP8/WebM"
+def write_video(path: Path, seed: int, frames: int = 40, fps: float = 25.0) -> str:
+    """A small pulsing-disc segmentation video (1.6 s) through the pipeline's writer; returns
+    the file name written (``.mp4``, or ``.webp`` with the fallback encoder)."""
     yy, xx = np.mgrid[:112, :112]
-    for t in range(frames):
-        r = 20 + 10 * np.sin(2 * np.pi * (t + seed) / frames)
-        disc = (yy - 56) ** 2 + (xx - 56) ** 2 < r * r
-        writer.write(np.repeat((disc * 200 + 20).astype(np.uint8)[..., None], 3, axis=2))
-    writer.release()
-    assert path.stat().st_size > 1000
+    r = 20 + 10 * np.sin(2 * np.pi * (np.arange(frames)[:, None, None] + seed) / frames)
+    disc = (yy - 56) ** 2 + (xx - 56) ** 2 < r * r
+    echo = (disc * 200 + 20).astype(np.uint8)
+    student = (disc * 255).astype(np.uint8)
+    written = V.write_video(path, echo, student, np.roll(student, 2, axis=2), {5: disc[5]},
+                            threshold=0.5, found={"ED": [0], "ES": [20]},
+                            traced_frames={"ED": 5}, fps=fps)
+    assert written is not None and written.stat().st_size > 1000
+    return written.name
 
 
 def build_reports(root: Path) -> tuple[Path, Path]:
     student_dir = root / "reports" / "students" / "s1"
     videos = {}
     for seed, name in enumerate(NAMES[:2]):
-        rel = f"videos/{H.safe_video_name(name)}.webm"
-        write_video(student_dir / rel, seed)
-        videos[name] = rel
+        file = write_video(student_dir / "videos" / f"{H.safe_video_name(name)}.mp4", seed)
+        videos[name] = f"videos/{file}"
     plot = np.full((60, 120, 3), 255, np.uint8)
     cv2.line(plot, (0, 59), (119, 0), (200, 80, 30), 2)
     (student_dir / "plots").mkdir(parents=True)

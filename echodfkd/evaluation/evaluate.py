@@ -53,6 +53,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from echodfkd.evaluation import html
 from echodfkd.evaluation import metrics as M
 from echodfkd.evaluation import pareto
 from echodfkd.evaluation import plots
@@ -62,6 +63,8 @@ from echodfkd.data.store import FrameStore, MaskStore, open_masks
 
 log = logging.getLogger(__name__)
 
+# evaluate.videos: which videos get a segmentation video (echodfkd.evaluation.report).
+VIDEO_CHOICES = ("examples", "all")
 
 
 @dataclass(frozen=True)
@@ -69,8 +72,9 @@ class EvaluateConfig:
     """The ``evaluate:`` section of params.yaml: students are scored on ``split`` of
     ``source`` (human tracings; teacher references where the teacher labels it), teacher
     agreement on ``agreement_split`` of ``agreement_source``; masks are binarised at
-    ``threshold`` (0 < threshold < 1); ``n_examples`` videos are drawn in the plots; the
-    students segment the ``sources`` (the infer matrix)."""
+    ``threshold`` (0 < threshold < 1); ``n_examples`` videos are drawn in the plots and,
+    with ``videos: examples``, rendered as segmentation videos (``videos: all`` renders every
+    evaluated video); the students segment the ``sources`` (the infer matrix)."""
 
     source: str
     split: str
@@ -78,12 +82,16 @@ class EvaluateConfig:
     agreement_split: str
     threshold: float
     n_examples: int
+    videos: str
     sources: list[str]
 
     def __post_init__(self) -> None:
         _check_threshold(self.threshold)
         if self.n_examples < 0:
             raise InputError(f"evaluate.n_examples must be >= 0, got {self.n_examples!r}")
+        if self.videos not in VIDEO_CHOICES:
+            raise InputError(f"evaluate.videos must be one of {', '.join(VIDEO_CHOICES)}, "
+                             f"got {self.videos!r}")
         for key in ("source", "agreement_source"):
             if getattr(self, key) not in self.sources:
                 raise InputError(f"evaluate.{key} {getattr(self, key)!r} is not among "
@@ -645,11 +653,24 @@ def report_student(name: str, frames: FrameStore, pred: MaskStore, *, source: st
                          overlay_panels=overlay_panels(frames, pred, **kw), point=point)
 
 
-def write_report(out: str | os.PathLike, report: StudentReport) -> Path:
+@dataclass
+class Page:
+    """What the student page links to besides the report itself: ``name`` (the student),
+    ``videos`` {FileName: link relative to the page}, ``skipped`` [(FileName, why no video)],
+    ``training_curves`` (:func:`echodfkd.evaluation.report.read_training_curves`, or None)."""
+
+    name: str
+    videos: dict[str, str]
+    skipped: list[tuple[str, str]]
+    training_curves: pd.DataFrame | None
+
+
+def write_report(out: str | os.PathLike, report: StudentReport, page: Page) -> Path:
     """Write ``report`` into the folder ``out``, replacing it as a whole (built under
     ``<out>.partial``, then renamed: nothing of an older report survives):
     metrics.json, per_video.csv, area_curves.csv, point.json, plots/area_curves.png,
-    plots/overlays.png. Returns ``out``."""
+    plots/overlays.png and index.html, the student's page (:mod:`html`, with ``page``).
+    Returns ``out``."""
     import shutil
 
     from echodfkd.data.store import commit, partial_path
@@ -664,5 +685,10 @@ def write_report(out: str | os.PathLike, report: StudentReport) -> Path:
     pareto.write_point(tmp / "point.json", report.point)
     plots.plot_area_curves(tmp / "plots" / "area_curves.png", report.area_panels)
     plots.plot_overlays(tmp / "plots" / "overlays.png", report.overlay_panels)
+    student, teacher = html.split_metrics(report.metrics)
+    html.write_student_page(tmp, name=page.name, metrics=student, teacher_metrics=teacher,
+                            per_video=report.per_video, videos=page.videos,
+                            skipped=page.skipped, training_curves=page.training_curves,
+                            plots=["plots/area_curves.png", "plots/overlays.png"])
     commit(tmp, out)
     return out

@@ -502,7 +502,7 @@ def write_student_page(out_dir: str | os.PathLike, *, name: str, metrics: Mappin
     return _write_atomic(Path(out_dir) / "index.html", html)
 
 
-def _student_rows(students: pd.DataFrame) -> tuple[list[dict], list[dict]]:
+def _student_rows(students: pd.DataFrame, folder: str) -> tuple[list[dict], list[dict]]:
     columns = [c for c in STUDENT_COLUMNS if c in students.columns]
     header = [{"key": c, "label": STUDENT_COLUMNS[c], "sorted": None} for c in columns]
     rows = []
@@ -514,7 +514,7 @@ def _student_rows(students: pd.DataFrame) -> tuple[list[dict], list[dict]]:
                              f"'/' or '\\'")
         cells = [_cell(record[c], c) for c in columns]
         pareto = record.get("pareto")
-        rows.append({"name": name, "href": f"students/{quote(name, safe='')}/index.html",
+        rows.append({"name": name, "href": f"{folder}/{quote(name, safe='')}/index.html",
                      "cells": cells, "pareto": (not _is_missing(pareto)) and bool(pareto)})
     return header, rows
 
@@ -527,12 +527,13 @@ def _summary_items(summary: Mapping[str, Any]) -> list[dict]:
 
 
 def render_index_page(*, students: pd.DataFrame, summary: Mapping[str, Any],
-                      pareto_plots: Sequence) -> str:
+                      pareto_plots: Sequence, student_href: str = "students") -> str:
     """The HTML of the index page (see :func:`write_index_page`); touches no file."""
     students = _require_frame(students, "students", ["name"])
     if not isinstance(summary, Mapping):
         raise InputError(f"summary: expected a dict, got {type(summary).__name__}")
-    header, rows = _student_rows(students)
+    header, rows = _student_rows(students,
+                                 _relative_url(student_href, "student_href").rstrip("/"))
     gap = _number(summary.get("gap_best"))
     return _render("index.html", header=header, rows=rows, summary=_summary_items(summary),
                    gap=_format(gap, "gap") if gap is not None else None,
@@ -543,13 +544,16 @@ def render_index_page(*, students: pd.DataFrame, summary: Mapping[str, Any],
 
 
 def write_index_page(out_path: str | os.PathLike, *, students: pd.DataFrame,
-                     summary: Mapping[str, Any], pareto_plots: Sequence) -> Path:
+                     summary: Mapping[str, Any], pareto_plots: Sequence,
+                     student_href: str = "students") -> Path:
     """Write the report index (e.g. ``reports/index.html``) and return its path.
 
     ``students`` is the table of all students (like reports/pareto.csv; needs ``name``; a
-    ``pareto`` flag marks the front), each row linking to ``students/<name>/index.html``;
+    ``pareto`` flag marks the front), each row linking to ``<student_href>/<name>/index.html``
+    (``student_href``: the folder of the student pages relative to the index);
     ``summary`` the distillation-gap figures (like reports/pareto_summary.json) and
     ``pareto_plots`` relative PNG paths. Raises :class:`InputError` on bad input.
     """
-    html = render_index_page(students=students, summary=summary, pareto_plots=pareto_plots)
+    html = render_index_page(students=students, summary=summary, pareto_plots=pareto_plots,
+                             student_href=student_href)
     return _write_atomic(Path(out_path), html)
