@@ -64,7 +64,7 @@ def _child(stage: str, spec: dict) -> dict:
         from echodfkd.data.phantom import generate_set
 
         n = spec["videos"]
-        generate_set(d / "raw", style="real", seed=3, n_train=n - n // 3,
+        generate_set(d / "raw", echonet_lengths=[], style="real", seed=3, n_train=n - n // 3,
                      n_val=n // 6, n_test=n // 3 - n // 6, n_extra=0,
                      n_frames=spec["frames"], progress=False)
         return {}
@@ -124,18 +124,19 @@ def _child(stage: str, spec: dict) -> dict:
         from echodfkd.student.infer import InferConfig, infer_store
 
         cfg = _params("infer").config("infer", InferConfig)
-        infer_store(d / "train_stream.pt", frames, d / "student.zarr", chunk=cfg.chunk,
+        infer_store(d / "train_stream.pt", frames, d / "student.zarr", chunk=cfg.chunk, window=0, warmup=0,
                     videos_per_batch=cfg.videos_per_batch or None, device="cpu", **_layout(),
                     splits=["TEST"], progress=False)
         return {}
     if stage == "evaluate":
-        from echodfkd.evaluation.evaluate import evaluate_source
+        from echodfkd.evaluation.evaluate import CollapseLimits, evaluate_source
         from echodfkd.data.store import open_frames, open_masks
 
         fs = open_frames(frames)
         _, summary = evaluate_source(fs, open_masks(d / "student.zarr", fs),
                                      teacher=open_masks(teacher, fs), split="TEST",
-                                     threshold=0.5, progress=False)
+                                     threshold=0.5, collapse=CollapseLimits(0.05, 2.0, 2.0),
+                                     progress=False)
         return {"dice": float(np.round(summary.get("dice", float("nan")), 3))}
     raise SystemExit(f"unknown stage {stage!r}")
 

@@ -524,7 +524,8 @@ def inputs_and_inference(a: argparse.Namespace) -> None:
         student.eval()
         video = fs.video(0)
         t = len(video)
-        s_fps = frames_per_second(lambda: predict_video(student, video, chunk=64), t, repeats=3)
+        s_fps = frames_per_second(
+            lambda: predict_video(student, video, chunk=64, window=0, warmup=0), t, repeats=3)
         shape = asdict(params.config("student", StudentShape))
         lines = [("student " + " ".join(f"{k}={v}" for k, v in shape.items()),
                   count_weights(student), flops_per_frame(student, "video"), s_fps)]

@@ -85,7 +85,10 @@ def main(argv=None):
     report = E.report_student(a.name, frames, pred, source=cfg.source, split=cfg.split,
                               teacher=teacher, agreement=agreement, student_cost=student_cost,
                               teacher_cost=teacher_cost, threshold=cfg.threshold,
-                              n_examples=cfg.n_examples)
+                              collapse=cfg.collapse, n_examples=cfg.n_examples)
+    flagged = report.per_video.loc[report.per_video["collapse"] != "", ["FileName", "collapse"]]
+    for name, why in flagged.itertuples(index=False):
+        log.warning("%s: %s collapsed (%s); listed on the report page", a.name, name, why)
     for key in report.undefined:
         log.info("%s is undefined on %s %s (too few videos with a value, or a constant "
                  "series): not reported", key, cfg.source, cfg.split)

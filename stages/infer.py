@@ -31,7 +31,8 @@ def main(argv: list[str] | None = None) -> None:
     config = params.config("infer", InferConfig)
     set_threads(params.value("train.threads", int))
     splits = [params.value(k, str) for k in ("evaluate.split", "evaluate.agreement_split")]
-    infer_store(a.student, a.frames, a.out, chunk=config.chunk,
+    infer_store(a.student, a.frames, a.out, chunk=config.chunk, window=config.window,
+                warmup=config.warmup,
                 videos_per_batch=config.videos_per_batch or None, device=config.device,
                 shard_frames=params.value("ingest.shard_frames", int),
                 chunk_frames=params.value("ingest.chunk_frames", int), splits=splits)

@@ -2,7 +2,8 @@
 
     python stages/phantom.py --set real --out data/raw/real --preview reports/phantom/real.png
 
-Reads params.yaml ``phantom.<set>`` (style, seed, train, val, test, extra, frames).
+Reads params.yaml ``phantom.<set>`` (style, seed, train, val, test, extra, frames,
+echonet_lengths).
 """
 
 from __future__ import annotations
@@ -24,10 +25,13 @@ def main(argv: list[str] | None = None) -> None:
     cfg = read_params((key,)).config(key, PhantomSet)
     filelist = generate_set(args.out, style=cfg.style, seed=cfg.seed, n_train=cfg.train,
                             n_val=cfg.val, n_test=cfg.test, n_extra=cfg.extra,
-                            n_frames=cfg.frames, progress=not args.no_progress)
+                            n_frames=cfg.frames, echonet_lengths=cfg.echonet_lengths,
+                            progress=not args.no_progress)
     render_preview(args.out, args.preview)
     counts = filelist["Split"].value_counts().to_dict()
-    print(f"phantom {cfg.style}: {len(filelist)} videos {counts} -> {args.out}")
+    n = filelist["NumberOfFrames"]
+    print(f"phantom {cfg.style}: {len(filelist)} videos {counts}, {n.min()}-{n.max()} frames "
+          f"(median {n.median():.0f}) -> {args.out}")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from params import write_params
 
 ROOT = Path(__file__).resolve().parents[1]
 T = 32
+LIMITS = E.CollapseLimits(empty=0.05, area_ratio=2.0, drift=2.0)
 YY, XX = np.mgrid[:112, :112]
 
 
@@ -111,7 +112,7 @@ def shifted(frames, lag: int) -> np.ndarray:
 def test_perfect_prediction(source, tmp_path):
     pred, teacher = student_and_gt_teacher(source, tmp_path)
     df, s = E.evaluate_source(source, pred, teacher=teacher, split="TEST", threshold=0.5,
-                              progress=False)
+                              collapse=LIMITS, progress=False)
     assert list(df["FileName"]) == ["a", "b", "c", "d"]
     assert s["n_videos"] == 2 and s["n_skipped"] == 2 and s["n_frames"] == 4 * T
     assert s["dice_ed"] == s["dice_es"] == s["dice"] == 1.0
@@ -143,7 +144,7 @@ def test_perfect_prediction(source, tmp_path):
 def test_shifted_prediction_known_values(source, tmp_path):
     pred, teacher = student_and_gt_teacher(source, tmp_path, shifted(source, 2))
     df, s = E.evaluate_source(source, pred, teacher=teacher, split="TEST", threshold=0.5,
-                              progress=False)
+                              collapse=LIMITS, progress=False)
     a = df.set_index("FileName").loc["a"]
     # student peaks at 18 (ED) and dips at 26 (ES): two frames late
     assert (a.pred_ed_frame, a.pred_es_frame, a.afd_ed, a.afd_es) == (18, 26, 2, 2)
@@ -164,7 +165,7 @@ def test_shifted_prediction_known_values(source, tmp_path):
 def test_skip_reasons(source, tmp_path):
     pred = write_masks(tmp_path / "s.zarr", source, np.asarray(source.gt_masks[:]) * 255)
     df, _ = E.evaluate_source(source, pred, teacher=None, split="TEST", threshold=0.5,
-                              progress=False)
+                              collapse=LIMITS, progress=False)
     reasons = df.set_index("FileName")["skip_reason"]
     assert reasons["a"] == reasons["b"] == ""
     assert reasons["c"] == "no tracings"
@@ -176,7 +177,7 @@ def test_skip_reasons(source, tmp_path):
 def test_evaluation_only_source_has_no_teacher_keys(source, tmp_path):
     pred = write_masks(tmp_path / "s.zarr", source, shifted(source, 1))
     df, s = E.evaluate_source(source, pred, teacher=None, split="TEST", threshold=0.5,
-                              progress=False)
+                              collapse=LIMITS, progress=False)
     assert {"dice_ed", "dice_es", "ef_r", "ef_area_r", "afd_es"} <= set(s)
     assert not [k for k in s if "teacher" in k or k.startswith("agreement")]
     assert not [c for c in df if "teacher" in c or c == "agreement"]
@@ -194,7 +195,7 @@ def test_ambiguous_and_missing_phase_skipped(tmp_path):
     fs = build_source(tmp_path / "f.zarr", vids)
     pred = write_masks(tmp_path / "s.zarr", fs, np.asarray(fs.gt_masks[:]) * 255)
     df, s = E.evaluate_source(fs, pred, teacher=None, split="TEST", threshold=0.5,
-                              progress=False)
+                              collapse=LIMITS, progress=False)
     reasons = df.set_index("FileName")["skip_reason"]
     assert reasons["x"] == "ED traced on several frames [0, 16]"
     assert reasons["y"] == "no ES tracing"
@@ -207,11 +208,14 @@ def test_all_skipped_is_an_error(tmp_path):
                                              "n": T, "tracings": []}])
     pred = write_masks(tmp_path / "s.zarr", fs, np.zeros((T, 112, 112), np.uint8))
     with pytest.raises(ValueError, match="no tracings"):
-        E.evaluate_source(fs, pred, teacher=None, split="TEST", threshold=0.5, progress=False)
+        E.evaluate_source(fs, pred, teacher=None, split="TEST", threshold=0.5,
+                          collapse=LIMITS, progress=False)
     with pytest.raises(ValueError, match="VAL"):
-        E.evaluate_source(fs, pred, teacher=None, split="VAL", threshold=0.5, progress=False)
+        E.evaluate_source(fs, pred, teacher=None, split="VAL", threshold=0.5,
+                          collapse=LIMITS, progress=False)
     with pytest.raises(ValueError, match="threshold"):
-        E.evaluate_source(fs, pred, teacher=None, split="TEST", threshold=0, progress=False)
+        E.evaluate_source(fs, pred, teacher=None, split="TEST", threshold=0,
+                          collapse=LIMITS, progress=False)
 
 
 def test_misaligned_prediction_is_an_error(source, tmp_path):
@@ -219,7 +223,7 @@ def test_misaligned_prediction_is_an_error(source, tmp_path):
     wrong = write_masks(tmp_path / "w.zarr", other, np.zeros((2 * T, 112, 112), np.uint8))
     with pytest.raises(ValueError, match="frames"):
         E.evaluate_source(source, wrong, teacher=None, split="TEST", threshold=0.5,
-                          progress=False)
+                          collapse=LIMITS, progress=False)
     # same frame count, other fingerprint
     renamed = [dict(v, name=v["name"] + "_x") for v in VIDEOS]
     other2 = build_source(tmp_path / "other2.zarr", renamed)
@@ -227,14 +231,14 @@ def test_misaligned_prediction_is_an_error(source, tmp_path):
     good = write_masks(tmp_path / "g.zarr", source, np.zeros((5 * T, 112, 112), np.uint8))
     with pytest.raises(ValueError, match="made for frames"):
         E.evaluate_source(source, good, teacher=wrong2, split="TEST", threshold=0.5,
-                          progress=False)
+                          collapse=LIMITS, progress=False)
 
 
 def test_prediction_for_other_splits_only_is_an_error(source, tmp_path):
     partial = write_masks(tmp_path / "p.zarr", source, source.gt_masks[:], splits=["VAL"])
     with pytest.raises(ValueError, match=r"splits \['VAL'\] only, not 'TEST'"):
         E.evaluate_source(source, partial, teacher=None, split="TEST", threshold=0.5,
-                          progress=False)
+                          collapse=LIMITS, progress=False)
 
 
 def test_evaluate_agreement(source, tmp_path):
@@ -255,9 +259,9 @@ def test_evaluate_agreement(source, tmp_path):
 def test_merge_and_json_ready(source, tmp_path):
     pred, teacher = student_and_gt_teacher(source, tmp_path, shifted(source, 1))
     sdf, _ = E.evaluate_source(source, pred, teacher=teacher, split="TEST", threshold=0.5,
-                               progress=False)
+                               collapse=LIMITS, progress=False)
     tdf, ts = E.evaluate_source(source, teacher, teacher=None, split="TEST", threshold=0.5,
-                                progress=False)
+                                collapse=LIMITS, progress=False)
     m = E.merge_per_video(sdf, tdf)
     assert len(m) == 4 and "teacher_dice_ed" in m and "dice_ed" in m
     assert "teacher_ed_frame" not in m and (m["teacher_dice_ed"].dropna() == 1.0).all()
@@ -284,7 +288,8 @@ def test_panels_and_curve_table(source, tmp_path):
 
 EVALUATE = {"source": "real", "split": "TEST", "agreement_source": "synthetic",
             "agreement_split": "TEST", "threshold": 0.5, "n_examples": 4,
-            "videos": "examples", "sources": ["real", "synthetic"]}
+            "videos": "examples", "sources": ["real", "synthetic"], "collapse_empty": 0.05,
+            "collapse_area_ratio": 2.0, "collapse_drift": 2.0}
 
 
 def stage_params(tmp_path, monkeypatch, **over):
@@ -466,3 +471,67 @@ def test_evaluate_stage_bad_params_value_is_one_line(frames_dir_source, tmp_path
     err = capsys.readouterr().err
     assert err.startswith(f"error: {message}") and err.count("\n") == 1, err
     assert "Traceback" not in err and not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------------ collapse detector
+
+def test_collapse_measures_by_hand():
+    s = np.array([10, 10, 0, 0, 20, 20, 40, 40], float)      # quarters of 2 frames
+    m = E.collapse_measures(s, t_area=np.full(8, 10.0))
+    assert m["empty_fraction"] == 2 / 8
+    assert m["drift"] == 40 / 10                              # last quarter / first quarter
+    assert m["area_ratio_teacher"] == 140 / 80
+    assert "area_ratio_teacher" not in E.collapse_measures(s, None)
+    assert math.isnan(E.collapse_measures(np.array([0, 0, 5, 5.0]), None)["drift"])
+    assert math.isnan(E.collapse_measures(s, np.zeros(8))["area_ratio_teacher"])
+    one = E.collapse_measures(np.array([7.0]), None)          # a 1-frame video: ratio 1
+    assert one == {"empty_fraction": 0.0, "drift": 1.0}
+
+
+def test_collapse_reason_names_each_measure():
+    ok = {"empty_fraction": 0.0, "drift": 1.2, "area_ratio_teacher": 0.8}
+    assert E.collapse_reason(ok, LIMITS) == ""
+    why = E.collapse_reason({"empty_fraction": 0.5, "drift": 0.25,
+                             "area_ratio_teacher": 3.0}, LIMITS)
+    assert why == ("50% of frames empty; area vs teacher x3.00; "
+                   "area drift last/first quarter x0.25")
+    # shrinking by the limit exactly is not flagged; NaN measures never flag
+    assert E.collapse_reason({"empty_fraction": 0.05, "drift": 0.5,
+                              "area_ratio_teacher": math.nan}, LIMITS) == ""
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"empty": 1.0}, "collapse_empty must be a fraction in \\[0, 1\\), got 1.0"),
+    ({"empty": -0.1}, "collapse_empty"),
+    ({"area_ratio": 1.0}, "collapse_area_ratio must be a factor > 1, got 1.0"),
+    ({"drift": 0.5}, "collapse_drift must be a factor > 1, got 0.5"),
+])
+def test_collapse_limits_are_checked(kw, match):
+    with pytest.raises(InputError, match=match):
+        E.CollapseLimits(**{"empty": 0.05, "area_ratio": 2.0, "drift": 2.0, **kw})
+
+
+def test_a_collapsing_student_is_flagged(source, tmp_path):
+    """Video a's student masks vanish after frame 20 (as a carried ConvLSTM state can fade):
+    a is flagged, counted in n_collapsed, and still scored at its traced frames."""
+    gt = np.asarray(source.gt_masks[:]) * 255
+    student = gt.copy()
+    student[20:T] = 0                                     # video a = rows 0..T-1
+    pred, teacher = student_and_gt_teacher(source, tmp_path, student)
+    df, s = E.evaluate_source(source, pred, teacher=teacher, split="TEST", threshold=0.5,
+                              collapse=LIMITS, progress=False)
+    rows = df.set_index("FileName")
+    assert rows.loc["a", "empty_fraction"] == 12 / T
+    assert rows.loc["a", "collapse"].startswith("38% of frames empty")
+    assert "drift" in rows.loc["a", "collapse"]           # last quarter empty: x0.00
+    assert (rows.drop(index="a")["collapse"] == "").all()
+    assert s["n_collapsed"] == 1
+    assert s["empty_fraction"] == pytest.approx(12 / T / 4)   # 4 TEST videos with frames
+    assert rows.loc["a", "dice_ed"] == 1.0                # ED at 16: before the collapse
+    # the per-video table and the report page list it
+    from echodfkd.evaluation import html, report
+    assert report.videos_to_render(df, "examples", 1)[0] == "a"
+    page = html.render_student_page(name="s", metrics=s, teacher_metrics={}, per_video=df,
+                                    videos={}, skipped=[], plots=[], training_curves=None)
+    section = page.split('id="collapsed"')[1].split("</section>")[0]
+    assert "<td>a</td>" in section and "38% of frames empty" in section

@@ -128,8 +128,43 @@ def test_found_frame_is_in_range_and_below_median(a, data):
     ref = data.draw(st.integers(0, a.size - 1))
     f = M.find_phase_frame(a, ref, "ES")
     assert 0 <= f < a.size
-    if a.min() < np.median(a):
-        assert a[f] < np.median(a)
+    period = M.cycle_length(a)
+    lo, hi = (0, a.size) if period is None else (max(0, ref - period), ref + period + 1)
+    searched = a[lo:hi]
+    assert lo <= f < lo + searched.size          # within a cycle of the reference
+    if searched.min() < np.median(searched):
+        assert a[f] < np.median(searched)
+
+
+# A 3-beat curve (cycle 50 frames): ED at 0, 50, 100, ES at 25, 75, 125.
+T3 = np.arange(150)
+BEATS = 1000 + 300 * np.cos(2 * np.pi * T3 / 50)
+
+
+@pytest.mark.parametrize("name, curve", [
+    ("clean", BEATS),
+    ("area doubling over the video", BEATS * (1 + T3 / 150)),
+    ("linear drift", BEATS + 8 * T3),
+    ("fading to a third", BEATS * np.exp(-T3 / 120)),
+    ("noisy and drifting", BEATS * (1 + T3 / 150)
+     + np.random.default_rng(0).normal(0, 60, T3.size)),
+])
+def test_three_beats_score_the_traced_beat(name, curve):
+    """The beat scored is the one around the traced frame: the found frame is within 3 frames
+    of that beat's extreme, whichever beat is traced and however the area drifts (a search
+    over the whole curve picks the wrong beat on the drifting ones)."""
+    assert abs(M.cycle_length(curve) - 50) <= 3    # a window width: a few frames off is fine
+    for ref, truth in [(20, 25), (75, 75), (130, 125)]:
+        assert abs(M.find_phase_frame(curve, ref, "ES") - truth) <= 3, (name, ref)
+    for ref, truth in [(3, 0), (48, 50), (105, 100)]:
+        assert abs(M.find_phase_frame(curve, ref, "ED") - truth) <= 3, (name, ref)
+
+
+def test_cycle_length_needs_two_cycles():
+    assert M.cycle_length(BEATS[:60]) is None            # 1.2 cycles: searched whole
+    assert M.cycle_length(np.full(100, 7.0)) is None     # flat
+    assert M.cycle_length(np.arange(100.0)) is None      # a ramp: detrended to nothing
+    assert M.cycle_length(BEATS[:100]) in (49, 50, 51)
 
 
 # ---------------------------------------------------------------- EF, correlations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -53,7 +54,7 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 @pytest.fixture(scope="module")
 def real_set(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("ph") / "real"
-    P.generate_set(out, style="real", seed=5, n_train=3, n_val=1, n_test=2,
+    P.generate_set(out, echonet_lengths=[], style="real", seed=5, n_train=3, n_val=1, n_test=2,
                    n_extra=0, n_frames=N_FRAMES, progress=False)
     return out
 
@@ -61,7 +62,7 @@ def real_set(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def synthetic_set(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("ph") / "synthetic"
-    P.generate_set(out, style="synthetic", seed=6, n_train=2, n_val=1, n_test=1, n_extra=2,
+    P.generate_set(out, echonet_lengths=[], style="synthetic", seed=6, n_train=2, n_val=1, n_test=1, n_extra=2,
                    n_frames=N_FRAMES, progress=False)
     return out
 
@@ -73,7 +74,7 @@ def all_bytes(root: Path) -> dict[str, bytes]:
 
 def test_byte_identical_for_same_seed(real_set, tmp_path):
     again = tmp_path / "again"
-    P.generate_set(again, style="real", seed=5, n_train=3, n_val=1, n_test=2,
+    P.generate_set(again, echonet_lengths=[], style="real", seed=5, n_train=3, n_val=1, n_test=2,
                    n_extra=0, n_frames=N_FRAMES, progress=False)
     a, b = all_bytes(real_set), all_bytes(again)
     assert a.keys() == b.keys()
@@ -82,9 +83,44 @@ def test_byte_identical_for_same_seed(real_set, tmp_path):
 
 def test_other_seed_differs(real_set, tmp_path):
     other = tmp_path / "other"
-    fl = P.generate_set(other, style="real", seed=7, n_train=3, n_val=1, n_test=2,
+    fl = P.generate_set(other, echonet_lengths=[], style="real", seed=7, n_train=3, n_val=1, n_test=2,
                         n_extra=0, n_frames=N_FRAMES, progress=False)
     assert set(fl["FileName"]).isdisjoint(pd.read_csv(real_set / "FileList.csv")["FileName"])
+
+
+def test_echonet_lengths_look_like_echonet_dynamic():
+    n = np.array([P.echonet_length(9, "TEST", i) for i in range(2000)])
+    assert 100 <= n.min() and n.max() <= 700
+    assert 160 <= np.median(n) <= 190                       # EchoNet-Dynamic: ~175
+    assert 0.03 <= (n > 400).mean() <= 0.07                 # a few longer videos
+    assert P.echonet_length(9, "TEST", 3) == n[3]           # the same draw every time
+    assert P.video_length(9, "TEST", 3, 64, ["TEST"]) == n[3]
+    assert P.video_length(9, "TRAIN", 3, 64, ["TEST"]) == 64
+
+
+def test_set_with_echonet_lengths(tmp_path, real_set):
+    """Only the TEST split gets long videos; the other videos are those of the fixed-length
+    set, byte for byte; every length agrees across FileList, AVI, ground truth and tracings."""
+    from echodfkd.data.echonet import read_video
+
+    out = tmp_path / "long"
+    fl = P.generate_set(out, echonet_lengths=["TEST"], style="real", seed=5, n_train=3,
+                        n_val=1, n_test=2, n_extra=0, n_frames=N_FRAMES, progress=False)
+    test = fl[fl["Split"] == "TEST"]
+    assert (fl.loc[fl["Split"] != "TEST", "NumberOfFrames"] == N_FRAMES).all()
+    assert (test["NumberOfFrames"] >= 100).all()
+    tr = pd.read_csv(out / "VolumeTracings.csv")
+    for row in fl.itertuples():
+        n = row.NumberOfFrames
+        assert len(read_video(out / "Videos" / f"{row.FileName}.avi")) == n
+        with np.load(out / "GroundTruth" / f"{row.FileName}.npz") as z:
+            assert z["masks"].shape == (n, 112, 112)
+        assert tr.loc[tr["FileName"] == f"{row.FileName}.avi", "Frame"].max() < n
+        if row.Split != "TEST":
+            name = f"Videos/{row.FileName}.avi"
+            assert (out / name).read_bytes() == (real_set / name).read_bytes()
+    meta = json.loads((out / "GroundTruth" / "phantom.json").read_text())
+    assert meta["echonet_lengths"] == ["TEST"]
 
 
 def test_video_does_not_depend_on_set_size():
@@ -205,7 +241,7 @@ def test_tracings(real_set):
 
 
 def test_ef_consistent_with_volumes_and_areas(tmp_path):
-    fl = P.generate_set(tmp_path / "r", style="real", seed=3, n_train=8, n_val=0, n_test=0,
+    fl = P.generate_set(tmp_path / "r", echonet_lengths=[], style="real", seed=3, n_train=8, n_val=0, n_test=0,
                         n_extra=0, n_frames=40, progress=False)
     fl = pd.read_csv(tmp_path / "r" / "FileList.csv")  # as written
     ef_vol = 100.0 * (fl["EDV"] - fl["ESV"]) / fl["EDV"]
@@ -261,10 +297,10 @@ def test_preview(real_set, synthetic_set, tmp_path):
 
 def test_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="style"):
-        P.generate_set(tmp_path / "x", style="fake", seed=0, n_train=1, n_val=0, n_test=0,
+        P.generate_set(tmp_path / "x", echonet_lengths=[], style="fake", seed=0, n_train=1, n_val=0, n_test=0,
                        n_extra=0, n_frames=N_FRAMES, progress=False)
     with pytest.raises(ValueError, match="EXTRA"):
-        P.generate_set(tmp_path / "x", style="real", seed=0, n_train=1, n_val=0, n_test=0,
+        P.generate_set(tmp_path / "x", echonet_lengths=[], style="real", seed=0, n_train=1, n_val=0, n_test=0,
                        n_extra=1, n_frames=N_FRAMES, progress=False)
     with pytest.raises(ValueError, match="frames must be >= 16 to hold a cardiac cycle, got 8"):
         P.make_video("real", 0, "TRAIN", 0, 8)
@@ -273,16 +309,16 @@ def test_bad_arguments(tmp_path):
 
 def test_regenerate_replaces(tmp_path):
     out = tmp_path / "s"
-    P.generate_set(out, style="synthetic", seed=1, n_train=2, n_val=0, n_test=0,
+    P.generate_set(out, echonet_lengths=[], style="synthetic", seed=1, n_train=2, n_val=0, n_test=0,
                    n_extra=0, n_frames=N_FRAMES, progress=False)
-    P.generate_set(out, style="synthetic", seed=1, n_train=1, n_val=0, n_test=0,
+    P.generate_set(out, echonet_lengths=[], style="synthetic", seed=1, n_train=1, n_val=0, n_test=0,
                    n_extra=0, n_frames=N_FRAMES, progress=False)
     assert len(list((out / "Videos").iterdir())) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]
 
 
 STAGE_SET = {"style": "synthetic", "seed": 4, "train": 2, "val": 1, "test": 1, "extra": 1,
-             "frames": 20}
+             "frames": 20, "echonet_lengths": []}
 
 
 def run_stage(tmp_path, name: str, **over) -> subprocess.CompletedProcess:
@@ -312,6 +348,8 @@ def test_stage_script(tmp_path):
     ("syn", {"frames": 1}, "params.yaml: phantom.syn: frames must be >= 16 to hold a cardiac cycle, got 1"),
     ("syn", {"val": -1}, "params.yaml: phantom.syn: val must be >= 0 videos, got -1"),
     ("syn", {"seed": 1.5}, "params.yaml: phantom.syn.seed must be an integer, got 1.5"),
+    ("syn", {"echonet_lengths": ["test"]},
+     "params.yaml: phantom.syn: echonet_lengths: ['test'] not a split; use some of"),
     ("nope", {}, "params.yaml: phantom.nope is missing"),
 ])
 def test_stage_script_bad_params_value_is_one_line(tmp_path, name, over, message):

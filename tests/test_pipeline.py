@@ -206,9 +206,9 @@ def echonet_clone(tmp_path_factory) -> Path:
     from echodfkd.data.phantom import generate_set
 
     data = tmp_path_factory.mktemp("echonet")
-    generate_set(data / "A", style="synthetic", seed=3, n_train=8, n_val=3, n_test=2,
+    generate_set(data / "A", echonet_lengths=[], style="synthetic", seed=3, n_train=8, n_val=3, n_test=2,
                  n_extra=0, n_frames=24, progress=False)
-    generate_set(data / "B", style="real", seed=4, n_train=2, n_val=1, n_test=4,
+    generate_set(data / "B", echonet_lengths=[], style="real", seed=4, n_train=2, n_val=1, n_test=4,
                  n_extra=0, n_frames=24, progress=False)
     seg = data / "A-teacher-outputs"
     seg.mkdir()

@@ -57,8 +57,8 @@ def student(tmp_path):
 def test_chunked_video_equals_whole(student):
     _, net = student
     frames = np.random.default_rng(1).integers(0, 256, (13, 112, 112), dtype=np.uint8)
-    whole = si.predict_video(net, frames, chunk=13)
-    chunked = si.predict_video(net, frames, chunk=4)
+    whole = si.predict_video(net, frames, chunk=13, window=0, warmup=0)
+    chunked = si.predict_video(net, frames, chunk=4, window=0, warmup=0)
     assert whole.dtype == np.uint8 and whole.shape == (13, 112, 112)
     assert np.abs(whole.astype(int) - chunked.astype(int)).max() <= 1  # rounding at .5 only
     # the value is round(sigmoid(logit) * 255)
@@ -72,9 +72,9 @@ def test_padded_batch_equals_single(student):
     _, net = student
     rng = np.random.default_rng(2)
     videos = [rng.integers(0, 256, (n, 112, 112), dtype=np.uint8) for n in (5, 9, 2)]
-    batched = si.predict_padded(net, videos, chunk=4)
+    batched = si.predict_padded(net, videos, chunk=4, window=0, warmup=0)
     for v, b in zip(videos, batched):
-        single = si.predict_video(net, v, chunk=4)
+        single = si.predict_video(net, v, chunk=4, window=0, warmup=0)
         assert b.shape == v.shape
         assert np.abs(b.astype(int) - single.astype(int)).max() <= 1
 
@@ -84,7 +84,7 @@ def test_infer_store_aligned(tmp_path, student):
     lengths = [7, 20, 5, 11]            # videos straddle the 16-frame shards
     frames = make_frames(tmp_path, lengths)
     out = tmp_path / "student_masks.zarr"
-    si.infer_store(path, frames, out, chunk=6, videos_per_batch=2, shard_frames=16,
+    si.infer_store(path, frames, out, chunk=6, window=0, warmup=0, videos_per_batch=2, shard_frames=16,
                    chunk_frames=8, device="cpu", progress=False)
     fs = open_frames(frames)
     ms = open_masks(out, frames=fs)
@@ -93,7 +93,7 @@ def test_infer_store_aligned(tmp_path, student):
     masks = ms.masks[:]
     for i in range(len(lengths)):
         row = fs.index.iloc[i]
-        expected = si.predict_video(net, fs.video(i), chunk=64)
+        expected = si.predict_video(net, fs.video(i), chunk=64, window=0, warmup=0)
         got = masks[int(row.start):int(row.stop)]
         assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1
 
@@ -102,7 +102,7 @@ def test_infer_store_resumes(tmp_path, student, monkeypatch):
     path, _ = student
     frames = make_frames(tmp_path, [7, 20, 5, 11])
     ref = tmp_path / "ref.zarr"
-    si.infer_store(path, frames, ref, chunk=64, videos_per_batch=1, shard_frames=16,
+    si.infer_store(path, frames, ref, chunk=64, window=0, warmup=0, videos_per_batch=1, shard_frames=16,
                    chunk_frames=8, device="cpu", progress=False)
     calls = []
     real = si.predict_padded
@@ -116,7 +116,7 @@ def test_infer_store_resumes(tmp_path, student, monkeypatch):
     out = tmp_path / "out.zarr"
     monkeypatch.setattr(si, "predict_padded", flaky)
     with pytest.raises(RuntimeError):
-        si.infer_store(path, frames, out, chunk=64, videos_per_batch=1, shard_frames=16,
+        si.infer_store(path, frames, out, chunk=64, window=0, warmup=0, videos_per_batch=1, shard_frames=16,
                        chunk_frames=8, device="cpu", progress=False)
     assert not out.exists() and partial_path(out).exists()
     import zarr
@@ -126,7 +126,7 @@ def test_infer_store_resumes(tmp_path, student, monkeypatch):
     monkeypatch.setattr(si, "predict_padded",
                         lambda model, videos, **kw: resumed.append(len(videos[0]))
                         or real(model, videos, **kw))
-    si.infer_store(path, frames, out, chunk=64, videos_per_batch=1, shard_frames=16,
+    si.infer_store(path, frames, out, chunk=64, window=0, warmup=0, videos_per_batch=1, shard_frames=16,
                    chunk_frames=8, device="cpu", progress=False)
     assert resumed == [20, 5, 11]       # video 0 (block 0 only) is not run again
     np.testing.assert_array_equal(open_masks(out).masks[:], open_masks(ref).masks[:])
@@ -181,7 +181,7 @@ def test_stage_cli(tmp_path, student, monkeypatch, capsys):
     assert ms.masks.shape == (10, 112, 112) and ms.attrs["splits"] == ["TEST"]
     # the layout is params.yaml's (ingest.shard_frames 16, ingest.chunk_frames 8)
     assert ms.masks.shards[0] == 16 and ms.masks.chunks[0] == 8
-    expected = si.predict_video(net, fs.video(0), chunk=64)   # params.yaml's infer.chunk 3
+    expected = si.predict_video(net, fs.video(0), chunk=64, window=0, warmup=0)   # params.yaml's infer.chunk 3
     assert np.abs(ms.masks[:4].astype(int) - expected.astype(int)).max() <= 1
     args = infer_args(path, frames, tmp_path / "o.zarr")
     for k in range(0, 6, 2):                              # every path argument is required
@@ -281,7 +281,7 @@ def test_infer_only_some_splits(tmp_path, student):
                       for row, split in zip(videos["data"], ["TRAIN", "TEST", "TRAIN"])]
     g.attrs["videos"] = videos
     # videos_per_batch None: chosen for the device; a mask store of 2048-frame shards
-    out = si.infer_store(path, frames, tmp_path / "m.zarr", chunk=8, videos_per_batch=None,
+    out = si.infer_store(path, frames, tmp_path / "m.zarr", chunk=8, window=0, warmup=0, videos_per_batch=None,
                          device="cpu", shard_frames=2048, chunk_frames=128, progress=False,
                          splits=["TEST"])
     fs = open_frames(frames)
@@ -289,9 +289,9 @@ def test_infer_only_some_splits(tmp_path, student):
     assert ms.attrs["splits"] == ["TEST"]
     masks = ms.masks[:]
     assert not masks[:10].any() and not masks[17:].any()
-    np.testing.assert_array_equal(masks[10:17], si.predict_video(net, fs.frames[10:17], chunk=8))
+    np.testing.assert_array_equal(masks[10:17], si.predict_video(net, fs.frames[10:17], chunk=8, window=0, warmup=0))
     with pytest.raises(ValueError, match="VAL"):
-        si.infer_store(path, frames, tmp_path / "n.zarr", chunk=8, videos_per_batch=None,
+        si.infer_store(path, frames, tmp_path / "n.zarr", chunk=8, window=0, warmup=0, videos_per_batch=None,
                        device="cpu", shard_frames=2048, chunk_frames=128, progress=False,
                        splits=["VAL"])
 
@@ -316,7 +316,8 @@ def test_infer_store_rejects_bad_sizes_before_writing(tmp_path, student, over, m
     path, _ = student
     frames = make_frames(tmp_path, [7, 20])
     out = tmp_path / "m.zarr"
-    kw = {"chunk": 64, "videos_per_batch": None, "shard_frames": 16, "chunk_frames": 8,
+    kw = {"chunk": 64, "window": 0, "warmup": 0, "videos_per_batch": None, "shard_frames": 16,
+          "chunk_frames": 8,
           "device": "cpu", "progress": False, **over}
     with pytest.raises(InputError) as err:
         si.infer_store(path, frames, out, **kw)
@@ -328,7 +329,7 @@ def test_resume_with_another_shard_size_rebuilds(tmp_path, student, monkeypatch)
     path, _ = student
     frames = make_frames(tmp_path, [7, 20, 5, 11])          # 43 frames
     ref = tmp_path / "ref.zarr"
-    si.infer_store(path, frames, ref, chunk=64, videos_per_batch=1, shard_frames=32,
+    si.infer_store(path, frames, ref, chunk=64, window=0, warmup=0, videos_per_batch=1, shard_frames=32,
                    chunk_frames=8, device="cpu", progress=False)
     out = tmp_path / "out.zarr"
     real = si.predict_padded
@@ -342,12 +343,12 @@ def test_resume_with_another_shard_size_rebuilds(tmp_path, student, monkeypatch)
 
     monkeypatch.setattr(si, "predict_padded", flaky)
     with pytest.raises(RuntimeError):     # blocks of 16: block 0 (frames 0-15) finished
-        si.infer_store(path, frames, out, chunk=64, videos_per_batch=1, shard_frames=16,
+        si.infer_store(path, frames, out, chunk=64, window=0, warmup=0, videos_per_batch=1, shard_frames=16,
                        chunk_frames=8, device="cpu", progress=False)
     monkeypatch.setattr(si, "predict_padded", real)
     # blocks of 32: block 0 is frames 0-31, of which 16-31 were never written; resuming the
     # old partial would skip it and leave zeros
-    si.infer_store(path, frames, out, chunk=64, videos_per_batch=1, shard_frames=32,
+    si.infer_store(path, frames, out, chunk=64, window=0, warmup=0, videos_per_batch=1, shard_frames=32,
                    chunk_frames=8, device="cpu", progress=False)
     np.testing.assert_array_equal(open_masks(out).masks[:], open_masks(ref).masks[:])
 
@@ -358,7 +359,7 @@ def test_disk_full_names_the_store_and_resumes(tmp_path, student, monkeypatch):
     path, _ = student
     frames = make_frames(tmp_path, [7, 20, 5, 11])          # 43 frames: 3 blocks of 16
     ref = tmp_path / "ref.zarr"
-    si.infer_store(path, frames, ref, chunk=64, videos_per_batch=1, shard_frames=16,
+    si.infer_store(path, frames, ref, chunk=64, window=0, warmup=0, videos_per_batch=1, shard_frames=16,
                    chunk_frames=8, device="cpu", progress=False)
     out = tmp_path / "out.zarr"
     real_put, shards = local._put, []
@@ -372,7 +373,7 @@ def test_disk_full_names_the_store_and_resumes(tmp_path, student, monkeypatch):
 
     monkeypatch.setattr(local, "_put", put)
     with pytest.raises(StoreWriteError) as err:
-        si.infer_store(path, frames, out, chunk=64, videos_per_batch=1, shard_frames=16,
+        si.infer_store(path, frames, out, chunk=64, window=0, warmup=0, videos_per_batch=1, shard_frames=16,
                        chunk_frames=8, device="cpu", progress=False)
     staging = partial_path(out)
     assert str(err.value) == (
@@ -383,6 +384,111 @@ def test_disk_full_names_the_store_and_resumes(tmp_path, student, monkeypatch):
     with pytest.raises(InputError, match="incomplete"):     # never taken for a complete store
         open_masks(staging)
     monkeypatch.setattr(local, "_put", real_put)
-    si.infer_store(path, frames, out, chunk=64, videos_per_batch=1, shard_frames=16,
+    si.infer_store(path, frames, out, chunk=64, window=0, warmup=0, videos_per_batch=1, shard_frames=16,
                    chunk_frames=8, device="cpu", progress=False)
     np.testing.assert_array_equal(open_masks(out).masks[:], open_masks(ref).masks[:])
+
+
+# ------------------------------------------------------------------ windows over long videos
+
+def test_window_spans_tile_the_video():
+    assert si.window_spans(10, 0, 0) == [(0, 0, 10)]                 # carried state
+    assert si.window_spans(10, 16, 8) == [(0, 0, 10)]                # shorter than a window
+    assert si.window_spans(40, 16, 8) == [(0, 0, 16), (8, 16, 32), (24, 32, 40)]
+    assert si.window_spans(33, 16, 0) == [(0, 0, 16), (16, 16, 32), (32, 32, 33)]
+    assert si.window_spans(20, 4, 30) == [(0, 0, 4), (0, 4, 8), (0, 8, 12), (0, 12, 16),
+                                          (0, 16, 20)]              # warm-up from frame 0
+    for n, window, warmup in [(1000, 16, 8), (7, 3, 2), (64, 64, 0)]:
+        spans = si.window_spans(n, window, warmup)
+        kept = np.concatenate([np.arange(k, s) for _, k, s in spans])
+        np.testing.assert_array_equal(kept, np.arange(n))            # each frame kept once
+
+
+@pytest.mark.parametrize("window, warmup, message", [
+    (-1, 0, "infer.window must be a whole number >= 0, got -1"),
+    (16, 2.5, "infer.warmup must be a whole number >= 0, got 2.5"),
+    (0, 8, "infer.warmup is 8 but infer.window is 0"),
+])
+def test_bad_windows_are_named(window, warmup, message):
+    with pytest.raises(InputError, match=message):
+        si.check_windows(window, warmup)
+    with pytest.raises(InputError, match=message):
+        si.InferConfig(chunk=64, window=window, warmup=warmup, videos_per_batch=0,
+                       device="cpu")
+
+
+def test_windowed_equals_fresh_runs(student):
+    """Each kept frame equals running its span alone from a fresh state."""
+    _, net = student
+    frames = np.random.default_rng(3).integers(0, 256, (23, 112, 112), dtype=np.uint8)
+    got = si.predict_video(net, frames, chunk=5, window=8, warmup=3)
+    for run_from, keep_from, stop in si.window_spans(23, 8, 3):
+        alone = si.predict_video(net, frames[run_from:stop], chunk=64, window=0, warmup=0)
+        assert np.abs(got[keep_from:stop].astype(int)
+                      - alone[keep_from - run_from:].astype(int)).max() <= 1
+    # padded batches window the same way
+    videos = [frames, frames[:11]]
+    for v, b in zip(videos, si.predict_padded(net, videos, chunk=4, window=8, warmup=3)):
+        single = si.predict_video(net, v, chunk=4, window=8, warmup=3)
+        assert np.abs(b.astype(int) - single.astype(int)).max() <= 1
+
+
+class FadingNet(torch.nn.Module):
+    """A toy recurrent segmenter whose state fades: it thresholds the frame (logit +-10 about
+    0.5) until its state has run ``fade_after`` frames, then its logits sink by 40 (every
+    mask empty), as a ConvLSTM carried far past its training clips can."""
+
+    def __init__(self, fade_after: int):
+        super().__init__()
+        self.fade_after = fade_after
+        self.scale = torch.nn.Parameter(torch.tensor(20.0))
+
+    def forward(self, x, state=None):          # x (B, T, 1, H, W) in [0, 1]
+        seen = 0 if state is None else state
+        t = seen + torch.arange(x.shape[1]).view(1, -1, 1, 1, 1)
+        logits = (x - 0.5) * self.scale - 40.0 * (t >= self.fade_after)
+        return logits, seen + x.shape[1]
+
+
+def _empty_runs(pred: np.ndarray, gt: np.ndarray) -> int:
+    """Longest run of frames whose predicted mask is empty while the ground truth is not."""
+    bad = (pred.reshape(len(pred), -1).max(1) < 128) & gt.reshape(len(gt), -1).any(1)
+    best = run = 0
+    for b in bad:
+        run = run + 1 if b else 0
+        best = max(best, run)
+    return best
+
+
+def test_thousand_frame_video_has_no_empty_run_when_windowed():
+    """A 1,000-frame video whose LV (a pulsing disk) is always there: the state carried over
+    the whole video fades after 48 frames and empties 952 masks in a row; 16-frame windows
+    warmed on 8 frames never run a state past 24 frames, so no mask is empty."""
+    n = 1000
+    yy, xx = np.mgrid[:112, :112]
+    r = 20 + 8 * np.cos(2 * np.pi * np.arange(n) / 37)
+    gt = (yy - 56) ** 2 + (xx - 56) ** 2 <= (r[:, None, None]) ** 2
+    frames = np.where(gt, 200, 30).astype(np.uint8)
+    net = FadingNet(fade_after=48).eval()
+    carried = si.predict_video(net, frames, chunk=64, window=0, warmup=0)
+    windowed = si.predict_video(net, frames, chunk=64, window=16, warmup=8)
+    assert _empty_runs(carried, gt) == n - 48
+    assert _empty_runs(windowed, gt) <= 2
+    np.testing.assert_array_equal(windowed >= 128, gt)
+
+
+def test_infer_warns_beyond_the_trained_horizon(tmp_path, caplog):
+    net = StudentNet(blocks=2, layers_per_block=1, hidden=2, kernel_size=3, skip=False)
+    path = tmp_path / "s.pt"
+    save_student(path, net, {"train_config": {"sequence_length": 16}})
+    with caplog.at_level("WARNING", logger=si.log.name):
+        assert si.warn_beyond_horizon(path, 32, 0, 0) is None       # 2x: still within
+        msg = si.warn_beyond_horizon(path, 200, 0, 0)
+        assert "trained on 16-frame clips (train.sequence_length)" in msg
+        assert "whole videos of up to 200 frames" in msg and "infer.window" in msg
+        assert si.warn_beyond_horizon(path, 200, 16, 8) is None     # 24 frames per state
+        assert "infer.warmup + infer.window = 40" in si.warn_beyond_horizon(path, 200, 32, 8)
+    assert len(caplog.records) == 2
+    bare = tmp_path / "bare.pt"
+    save_student(bare, net, {"note": "no train config"})
+    assert si.warn_beyond_horizon(bare, 10_000, 0, 0) is None       # horizon unknown

@@ -74,7 +74,12 @@ class EvaluateConfig:
     agreement on ``agreement_split`` of ``agreement_source``; masks are binarised at
     ``threshold`` (0 < threshold < 1); ``n_examples`` videos are drawn in the plots and,
     with ``videos: examples``, rendered as segmentation videos (``videos: all`` renders every
-    evaluated video); the students segment the ``sources`` (the infer matrix)."""
+    evaluated video); the students segment the ``sources`` (the infer matrix); a video is
+    flagged as collapsed beyond the ``collapse_*`` limits (:class:`CollapseLimits`)."""
+
+    @property
+    def collapse(self) -> "CollapseLimits":
+        return CollapseLimits(self.collapse_empty, self.collapse_area_ratio, self.collapse_drift)
 
     source: str
     split: str
@@ -84,9 +89,13 @@ class EvaluateConfig:
     n_examples: int
     videos: str
     sources: list[str]
+    collapse_empty: float
+    collapse_area_ratio: float
+    collapse_drift: float
 
     def __post_init__(self) -> None:
         _check_threshold(self.threshold)
+        CollapseLimits(self.collapse_empty, self.collapse_area_ratio, self.collapse_drift)
         if self.n_examples < 0:
             raise InputError(f"evaluate.n_examples must be >= 0, got {self.n_examples!r}")
         if self.videos not in VIDEO_CHOICES:
@@ -97,6 +106,62 @@ class EvaluateConfig:
                 raise InputError(f"evaluate.{key} {getattr(self, key)!r} is not among "
                                  f"evaluate.sources {self.sources}: the students segment only "
                                  f"those; add it there")
+
+
+@dataclass(frozen=True)
+class CollapseLimits:
+    """When a video's student masks count as collapsed (docs/design.md §4, "Collapse"):
+    more than ``empty`` (fraction 0..1) of its frames empty, or its area against the
+    teacher's (``area_ratio_teacher``) or its drift (last quarter's mean area against the first
+    quarter's) beyond a factor of ``area_ratio`` / ``drift`` either way (> 1)."""
+
+    empty: float
+    area_ratio: float
+    drift: float
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.empty < 1:
+            raise InputError(f"evaluate.collapse_empty must be a fraction in [0, 1), got "
+                             f"{self.empty!r}")
+        for key in ("area_ratio", "drift"):
+            value = getattr(self, key)
+            if not value > 1:
+                raise InputError(f"evaluate.collapse_{key} must be a factor > 1, got {value!r}")
+
+
+def collapse_measures(s_area: np.ndarray, t_area: np.ndarray | None) -> dict[str, float]:
+    """Per-video collapse measures from area curves (pixels per frame, (T,), T >= 1):
+
+    - ``empty_fraction``: fraction of frames whose student mask is empty (0..1);
+    - ``area_ratio_teacher``: the student's total area over the teacher's (absent without a
+      teacher, NaN when the teacher's masks are all empty);
+    - ``drift``: mean student area over the last quarter of the frames (``max(1, T // 4)``
+      frames) divided by that over the first quarter; NaN when the first quarter is empty (a
+      video empty from the start is caught by ``empty_fraction``).
+    """
+    s_area = np.asarray(s_area, np.float64)
+    q = max(1, len(s_area) // 4)
+    first, last = s_area[:q].mean(), s_area[-q:].mean()
+    out = {"empty_fraction": float((s_area == 0).mean()),
+           "drift": float(last / first) if first > 0 else math.nan}
+    if t_area is not None:
+        total = float(np.sum(t_area))
+        out["area_ratio_teacher"] = float(s_area.sum()) / total if total > 0 else math.nan
+    return out
+
+
+def collapse_reason(measures: dict[str, float], limits: CollapseLimits) -> str:
+    """Why a video is flagged as collapsed ("" when it is not): each measure of
+    :func:`collapse_measures` beyond ``limits``, with its value."""
+    why = []
+    if measures["empty_fraction"] > limits.empty:
+        why.append(f"{measures['empty_fraction']:.0%} of frames empty")
+    for key, limit, what in (("area_ratio_teacher", limits.area_ratio, "area vs teacher"),
+                             ("drift", limits.drift, "area drift last/first quarter")):
+        value = measures.get(key, math.nan)
+        if np.isfinite(value) and not 1 / limit <= value <= limit:
+            why.append(f"{what} x{value:.2f}")
+    return "; ".join(why)
 
 
 # Per-video columns that describe the video (shared by student and teacher tables).
@@ -202,7 +267,8 @@ def _geometry(rec: dict, phase: str, mask: np.ndarray) -> float:
 
 
 def _score_video(frames: FrameStore, pred: MaskStore, teacher: MaskStore | None, video: int,
-                 tracing: list[tuple[str, int, int]] | None, threshold: float) -> dict:
+                 tracing: list[tuple[str, int, int]] | None, threshold: float,
+                 limits: CollapseLimits) -> dict:
     """Score one video of ``pred``, row ``video`` of ``frames.index`` (rules: module docstring).
 
     ``pred``, ``teacher``: mask stores aligned with ``frames`` (uint8 p*255 (N, 112, 112)),
@@ -217,7 +283,9 @@ def _score_video(frames: FrameStore, pred: MaskStore, teacher: MaskStore | None,
     and a teacher gets teacher_ref_ed_frame, teacher_ref_es_frame (int frames),
     afd_ed_teacher, afd_es_teacher (int frames), agreement (float mean per-frame Dice) and
     ``"_agreement_sum"`` (float, the sum of its per-frame Dice, for the frame-weighted split
-    agreement; not a column). A scored video also gets dice_ed, dice_es (float 0..1),
+    agreement; not a column). A video with frames gets the collapse measures
+    (:func:`collapse_measures`) and ``collapse`` (str: why it is flagged against ``limits``,
+    "" when it is not). A scored video also gets dice_ed, dice_es (float 0..1),
     pred_ed_frame, pred_es_frame, afd_ed, afd_es (int frames), area_ed, area_es (int px),
     length_ed, length_es (float px), edv, esv (float px^3), ef_pred, ef_area_pred, ef_traced,
     ef_area_traced (float %) and, with a teacher, dice_ed_teacher_ref, dice_es_teacher_ref
@@ -236,6 +304,7 @@ def _score_video(frames: FrameStore, pred: MaskStore, teacher: MaskStore | None,
         return rec
     s_bin = M.binarize(pred.masks[start:stop], threshold)
     s_area = M.area_curve(s_bin)
+    t_area = None
     if teacher is not None:
         t_bin = M.binarize(teacher.masks[start:stop], threshold)
         t_area = M.area_curve(t_bin)
@@ -247,6 +316,8 @@ def _score_video(frames: FrameStore, pred: MaskStore, teacher: MaskStore | None,
             p = phase.lower()
             rec[f"teacher_ref_{p}_frame"] = refs[phase]
             rec[f"afd_{p}_teacher"] = M.afd(s_area, refs[phase], phase)
+    rec.update(collapse_measures(s_area, t_area))
+    rec["collapse"] = collapse_reason(rec, limits)
     if reason:
         rec["skip_reason"] = reason
         return rec
@@ -308,6 +379,8 @@ def _summarise(records: list[dict], with_teacher: bool, where: str
         "ef_area_mae": M.mae(_floats(scored["ef_area_pred"]), ef),
         "tracing_ef_r": M.pearson_r(_floats(scored["ef_traced"]), ef),
         "tracing_ef_mae": M.mae(_floats(scored["ef_traced"]), ef),
+        "n_collapsed": int((df["collapse"] != "").sum()),
+        "empty_fraction": _mean(df.loc[df["n_frames"] > 0, "empty_fraction"]),
     }
     if with_teacher:
         # Frame-weighted agreement: per-frame Dice summed over the videos in order, then / frames.
@@ -331,8 +404,8 @@ def _summarise(records: list[dict], with_teacher: bool, where: str
 
 
 def evaluate_source(frames: FrameStore, pred: MaskStore, *, teacher: MaskStore | None,
-                    split: str, threshold: float, progress: bool = True
-                    ) -> tuple[pd.DataFrame, dict]:
+                    split: str, threshold: float, collapse: CollapseLimits,
+                    progress: bool = True) -> tuple[pd.DataFrame, dict]:
     """Score ``pred`` on the videos of ``split`` (see the module docstring for the rules).
 
     ``pred``, ``teacher``: mask stores aligned with ``frames`` (uint8 p*255 (N, 112, 112)),
@@ -346,13 +419,17 @@ def evaluate_source(frames: FrameStore, pred: MaskStore, *, teacher: MaskStore |
       volumes, px^3), ef_pred (volume EF of the prediction, %), ef_area_pred (area EF, %),
       ef_traced, ef_area_traced (the same two EFs of the tracings, %), skip_reason; with a
       teacher also teacher_ref_ed_frame, teacher_ref_es_frame, afd_ed_teacher, afd_es_teacher,
-      dice_ed_teacher_ref, dice_es_teacher_ref, agreement (mean per-frame Dice of the video).
+      dice_ed_teacher_ref, dice_es_teacher_ref, agreement (mean per-frame Dice of the video);
+      then empty_fraction, drift, (with a teacher) area_ratio_teacher and collapse (why the
+      video is flagged against the ``collapse`` limits, "" when it is not).
     - ``summary``: flat floats/ints: n_videos (scored), n_skipped, n_frames, dice_ed, dice_es,
       dice (mean over all ED and ES values), afd_ed, afd_es, afd, ef_r, ef_mae (volume EF vs
       FileList EF), ef_area_r, ef_area_mae (area EF vs FileList EF), tracing_ef_r,
       tracing_ef_mae (volume EF of the tracings vs FileList EF); with a teacher also
       afd_ed_teacher, afd_es_teacher, afd_teacher, dice_ed_teacher_ref, dice_es_teacher_ref,
-      dice_teacher_ref, agreement. Undefined values (e.g. r of fewer than 2 videos) are NaN.
+      dice_teacher_ref, agreement; n_collapsed (videos flagged, scored or not) and
+      empty_fraction (mean over the videos with frames). Undefined values (e.g. r of fewer
+      than 2 videos) are NaN.
     """
     _check_threshold(threshold)
     check_aligned(frames, pred, split)
@@ -360,7 +437,8 @@ def evaluate_source(frames: FrameStore, pred: MaskStore, *, teacher: MaskStore |
         check_aligned(frames, teacher, split)
     rows = _split_rows(frames, split)
     tracings = _tracings_by_video(frames)
-    records = [_score_video(frames, pred, teacher, int(i), tracings.get(int(i)), threshold)
+    records = [_score_video(frames, pred, teacher, int(i), tracings.get(int(i)), threshold,
+                            collapse)
                for i in tqdm(rows, desc=f"evaluate {split}", unit="video", disable=not progress)]
     return _summarise(records, teacher is not None, f"split {split!r} in {frames.path!r}")
 
@@ -370,6 +448,7 @@ _STUDENT_COLUMNS = ["dice_ed", "dice_es", "pred_ed_frame", "pred_es_frame", "afd
                     "ef_area_pred", "ef_traced", "ef_area_traced"]
 _TEACHER_COLUMNS = ["teacher_ref_ed_frame", "teacher_ref_es_frame", "afd_ed_teacher",
                     "afd_es_teacher", "dice_ed_teacher_ref", "dice_es_teacher_ref", "agreement"]
+_COLLAPSE_COLUMNS = ["empty_fraction", "drift"]
 
 
 _INT_COLUMNS = {"afd_ed", "afd_es", "area_ed", "area_es", "afd_ed_teacher", "afd_es_teacher"}
@@ -377,10 +456,11 @@ _INT_COLUMNS = {"afd_ed", "afd_es", "area_ed", "area_es", "afd_ed_teacher", "afd
 
 def _per_video_frame(records: list[dict], with_teacher: bool) -> pd.DataFrame:
     columns = VIDEO_COLUMNS + _STUDENT_COLUMNS + (_TEACHER_COLUMNS if with_teacher else [])
-    columns += ["skip_reason"]
+    columns += _COLLAPSE_COLUMNS + (["area_ratio_teacher"] if with_teacher else [])
+    columns += ["collapse", "skip_reason"]
     df = pd.DataFrame.from_records(records, columns=columns)
     for c in columns:
-        if c in ("FileName", "Split", "skip_reason"):
+        if c in ("FileName", "Split", "collapse", "skip_reason"):
             continue
         # frame indices, frame distances and pixel counts are integers, missing when skipped
         integer = c in _INT_COLUMNS or c.endswith("_frame")
@@ -388,6 +468,7 @@ def _per_video_frame(records: list[dict], with_teacher: bool) -> pd.DataFrame:
     for c in ("n_frames", "ed_frame", "es_frame"):
         df[c] = df[c].astype(np.int64)
     df["skip_reason"] = df["skip_reason"].fillna("").astype(str)
+    df["collapse"] = df["collapse"].fillna("").astype(str)
     return df
 
 
@@ -611,7 +692,8 @@ def load_cost(path: str | os.PathLike, keys: tuple[str, ...], *,
 def report_student(name: str, frames: FrameStore, pred: MaskStore, *, source: str, split: str,
                    teacher: MaskStore | None, agreement: AgreementSet | None,
                    student_cost: dict, teacher_cost: dict | None, threshold: float,
-                   n_examples: int, progress: bool = True) -> StudentReport:
+                   collapse: CollapseLimits, n_examples: int,
+                   progress: bool = True) -> StudentReport:
     """Score one student on ``source``/``split`` and assemble its report.
 
     ``teacher``: the teacher's masks of ``source`` or None (an evaluation-only source: no
@@ -620,10 +702,12 @@ def report_student(name: str, frames: FrameStore, pred: MaskStore, *, source: st
     there); when it names the evaluated source and split, the agreement already measured is
     used. ``student_cost``: weights, flops and the architecture (:data:`pareto.ARCH`);
     ``teacher_cost``: weights/flops or None (teacher given as outputs only); teacher costs are
-    reported only beside teacher scores. ``n_examples``: videos in the area/overlay plots.
+    reported only beside teacher scores. ``collapse``: the limits beyond which a video is
+    flagged (``collapse`` column, ``n_collapsed``). ``n_examples``: videos in the area/overlay
+    plots.
     """
     df, summary = evaluate_source(frames, pred, teacher=teacher, split=split,
-                                  threshold=threshold, progress=progress)
+                                  threshold=threshold, collapse=collapse, progress=progress)
     agreements = {}
     if "agreement" in summary:
         agreements[f"agreement_{source_key(source, split)}"] = summary["agreement"]
@@ -639,7 +723,7 @@ def report_student(name: str, frames: FrameStore, pred: MaskStore, *, source: st
                                 summary=summary, **agreements)
     if teacher is not None:
         tdf, tsum = evaluate_source(frames, teacher, teacher=None, split=split,
-                                    threshold=threshold, progress=progress)
+                                    threshold=threshold, collapse=collapse, progress=progress)
         scores.update(prefixed(tsum, "teacher_", TEACHER_KEYS))
         df = merge_per_video(df, tdf)
     scores.update({k: student_cost[k] for k in COST_KEYS})

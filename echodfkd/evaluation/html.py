@@ -72,11 +72,13 @@ HEADLINE: dict[str, tuple[str, str, bool | None]] = {
                             True),
     "agreement_synthetic_test": ("Agreement (synthetic test)",
                                  "the same on the synthetic test split", True),
+    "empty_fraction": ("Empty frames", "mean fraction of a video's frames whose student mask "
+                       "is empty (a sign of collapse)", False),
     "weights": ("Weights", "trainable parameters", False),
     "flops": ("FLOPs", "floating point operations per frame", False),
 }
 # Counts shown above the headline table, not as metric rows.
-COUNT_KEYS = ("n_videos", "n_skipped", "n_frames")
+COUNT_KEYS = ("n_videos", "n_skipped", "n_frames", "n_collapsed")
 
 # Columns of the per-video table in the order shown (those present in the frame).
 PER_VIDEO_COLUMNS: dict[str, str] = {
@@ -85,7 +87,9 @@ PER_VIDEO_COLUMNS: dict[str, str] = {
     "afd_ed": "aFD ED", "afd_es": "aFD ES", "EF": "EF", "ef_pred": "EF pred",
     "ef_area_pred": "EF (area) pred", "agreement": "Agreement",
     "teacher_dice_ed": "Teacher Dice ED", "teacher_dice_es": "Teacher Dice ES",
-    "teacher_ef_pred": "Teacher EF pred", "skip_reason": "Skip reason",
+    "teacher_ef_pred": "Teacher EF pred", "empty_fraction": "Empty frames",
+    "area_ratio_teacher": "Area / teacher", "drift": "Area drift", "collapse": "Collapse",
+    "skip_reason": "Skip reason",
 }
 
 # Columns of the index page's student table in the order shown (those present).
@@ -274,8 +278,9 @@ def _per_video_table(per_video: pd.DataFrame, videos: Mapping[str, str]) -> tupl
             axis=1, skipna=True)
         frame = frame.sort_values("dice_mean", ascending=True, na_position="last", kind="stable")
     columns = [c for c in PER_VIDEO_COLUMNS if c in frame.columns]
-    if "skip_reason" in columns and frame["skip_reason"].map(_is_missing).all():
-        columns.remove("skip_reason")
+    for optional in ("collapse", "skip_reason"):
+        if optional in columns and frame[optional].map(_is_missing).all():
+            columns.remove(optional)
     header = [{"key": c, "label": PER_VIDEO_COLUMNS[c],
                "sorted": "ascending" if c == "dice_mean" else None} for c in columns]
     rows = []
@@ -310,6 +315,21 @@ def _video_items(videos: Mapping[str, str], order: Sequence[str]) -> list[dict]:
                              f"({', '.join(sorted(IMAGE_SUFFIXES))})")
         items.append({"name": str(name), "anchor": "video-" + safe_video_name(str(name)),
                       "url": url, "kind": kind, "mime": mime})
+    return items
+
+
+def _collapsed_items(per_video: pd.DataFrame, videos: Mapping[str, str]) -> list[dict]:
+    """Videos flagged as collapsed (a non-empty ``collapse`` cell), in table order."""
+    if "collapse" not in per_video.columns:
+        return []
+    items = []
+    for record in per_video.to_dict("records"):
+        why = record["collapse"]
+        if _is_missing(why):
+            continue
+        name = str(record["FileName"])
+        items.append({"name": name, "reason": str(why),
+                      "anchor": ("video-" + safe_video_name(name)) if name in videos else None})
     return items
 
 
@@ -475,6 +495,7 @@ def render_student_page(*, name: str, metrics: Mapping[str, Any],
         headline=_headline_rows(metrics, teacher_metrics), has_teacher=bool(teacher_metrics),
         table=table, rows=rows, videos=_video_items(videos, [r["name"] for r in rows]),
         skipped=_skipped_items(skipped), plots=_plot_items(plots),
+        collapsed=_collapsed_items(per_video, videos if isinstance(videos, Mapping) else {}),
         charts=_training_charts(training_curves),
         index_href=_relative_url(index_href, "index_href") if index_href else None)
 

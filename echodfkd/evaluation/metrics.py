@@ -59,22 +59,55 @@ def _runs(below: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(starts.tolist(), stops.tolist()))
 
 
+def cycle_length(area: np.ndarray, min_lag: int = 4, min_peak: float = 0.3) -> int | None:
+    """The cardiac cycle of an area curve, in frames, or None when it holds fewer than two.
+
+    ``area``: (T,) mask area per frame (pixels). The curve is linearly detrended (a slow
+    drift of the probe or of a fading model does not hide the beats), then its
+    autocorrelation r(k) (normalised, lags k = 1 .. T // 2) is searched for local maxima at
+    lags >= ``min_lag`` with r >= ``min_peak``; the cycle is the smallest such lag whose r is
+    at least 0.8 of the highest one (multiples of the cycle score alike). None when there is
+    no such peak: fewer than two cycles fit in the curve, or it is flat or aperiodic.
+    """
+    a = np.asarray(area, dtype=np.float64)
+    n = a.size
+    if n < 2 * min_lag + 2:
+        return None
+    t = np.arange(n, dtype=np.float64)
+    x = a - np.polyval(np.polyfit(t, a, 1), t)
+    power = float(np.dot(x, x)) / n
+    if power <= 1e-12 * max(1.0, float(np.abs(a).max()) ** 2):
+        return None
+    r = np.array([np.dot(x[:-k], x[k:]) / (n - k) for k in range(1, n // 2 + 1)]) / power
+    peaks = [k for k in range(max(min_lag, 2), n // 2)
+             if r[k - 1] >= r[k - 2] and r[k - 1] > r[k] and r[k - 1] >= min_peak]
+    if not peaks:
+        return None
+    best = max(r[k - 1] for k in peaks)
+    return next(k for k in peaks if r[k - 1] >= 0.8 * best)
+
+
 def find_phase_frame(area: np.ndarray, reference_frame: int, phase: str = "ES") -> int:
     """Predict the ES (or ED) frame nearest ``reference_frame`` from an area curve.
 
     ``area``: (T,) mask area per frame (pixels; any real dtype). ``reference_frame``: 0-based
     frame index in [0, T). ``phase``: "ES" or "ED".
 
-    Procedure (docs/design.md §4): z-score the curve (s = a for ES, s = -a for ED); take the
-    runs of consecutive frames where s is strictly below its median; choose the run nearest the
-    reference frame, the distance of a run being 0 if the reference lies inside it, else the
-    distance from the reference to the run's first or last frame, whichever is smaller (ties:
-    the earlier run); return the argmin of s in that run (ties: the earliest frame).
+    Procedure (docs/design.md §4): when the curve holds two cycles or more
+    (:func:`cycle_length` gives P frames), only the frames within P of the reference are
+    searched, so the beat scored is the one around the reference (the traced beat) and a
+    drift of the area over a long video cannot pull the search into another beat; a shorter
+    curve is searched whole. In the searched frames: z-score the curve (s = a for ES, s = -a
+    for ED); take the runs of consecutive frames where s is strictly below its median; choose
+    the run nearest the reference frame, the distance of a run being 0 if the reference lies
+    inside it, else the distance from the reference to the run's first or last frame,
+    whichever is smaller (ties: the earlier run); return the argmin of s in that run (ties:
+    the earliest frame).
 
-    Degenerate curve: when no frame is strictly below the median (e.g. a constant curve, as from a
-    model that predicts nothing), the global argmin of s is returned (frame 0 for a constant
-    curve) -- never the reference itself, so a useless curve cannot score well.
-    Returns an int frame index in [0, T).
+    Degenerate curve: when no searched frame is strictly below the median (e.g. a constant
+    curve, as from a model that predicts nothing), the argmin of s is returned (the first
+    searched frame for a constant curve) -- never the reference itself, so a useless curve
+    cannot score well. Returns an int frame index in [0, T).
     """
     if phase not in PHASES:
         raise ValueError(f"phase must be 'ED' or 'ES', got {phase!r}")
@@ -87,12 +120,16 @@ def find_phase_frame(area: np.ndarray, reference_frame: int, phase: str = "ES") 
     if not 0 <= ref < a.size:
         raise ValueError(f"reference_frame {reference_frame!r} outside the curve's frames "
                          f"[0, {a.size})")
-    s = a if phase == "ES" else -a
+    period = cycle_length(a)
+    lo, hi = (0, a.size) if period is None else (max(0, ref - period),
+                                                 min(a.size, ref + period + 1))
+    s = a[lo:hi] if phase == "ES" else -a[lo:hi]
+    ref -= lo
     sd = s.std()
     s = (s - s.mean()) / sd if sd > 0 else np.zeros_like(s)
     runs = _runs(s < np.median(s))
     if not runs:
-        return int(np.argmin(s))
+        return lo + int(np.argmin(s))
 
     def distance(run: tuple[int, int]) -> int:
         first, last = run
@@ -101,7 +138,7 @@ def find_phase_frame(area: np.ndarray, reference_frame: int, phase: str = "ES") 
         return min(abs(first - ref), abs(last - ref))
 
     first, last = min(runs, key=distance)  # min() keeps the earliest run on ties
-    return first + int(np.argmin(s[first:last + 1]))
+    return lo + first + int(np.argmin(s[first:last + 1]))
 
 
 def afd(area: np.ndarray, reference_frame: int, phase: str = "ES") -> int:

@@ -41,17 +41,23 @@ TRAINING_SERIES = ("train_loss", "val_loss", "val_dice_vs_teacher")
 def videos_to_render(per_video: pd.DataFrame, videos: str, n_examples: int) -> list[str]:
     """FileNames to render, in page order.
 
-    ``videos``: ``"examples"`` for :func:`echodfkd.evaluation.video.select_examples` of
-    ``n_examples`` (the worst-scoring half and the rest closest to the median; the same videos
-    on every run), ``"all"`` for every row of ``per_video`` (scored or not: a video skipped
-    for its tracings still has masks to watch).
+    ``videos``: ``"examples"`` for the videos flagged as collapsed (a non-empty ``collapse``
+    cell, in table order, at most ``n_examples``) followed by
+    :func:`echodfkd.evaluation.video.select_examples` of ``n_examples`` (the worst-scoring half
+    and the rest closest to the median; the same videos on every run) not already listed;
+    ``"all"`` for every row of ``per_video`` (scored or not: a video skipped for its tracings
+    still has masks to watch).
     """
     if videos not in VIDEO_CHOICES:
         raise InputError(f"evaluate.videos must be one of {', '.join(VIDEO_CHOICES)}, "
                          f"got {videos!r}")
     if videos == "all":
         return per_video["FileName"].astype(str).tolist()
-    return V.select_examples(per_video, n_examples)
+    names = []
+    if "collapse" in per_video.columns:
+        flagged = per_video["collapse"].fillna("").astype(str).str.strip() != ""
+        names = per_video.loc[flagged, "FileName"].astype(str).tolist()[:n_examples]
+    return names + [n for n in V.select_examples(per_video, n_examples) if n not in names]
 
 
 @dataclass

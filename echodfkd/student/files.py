@@ -68,3 +68,13 @@ def load_student(path: str | os.PathLike, device: torch.device | str = "cpu") ->
                          f"config {ck['config']!r} ({str(exc).splitlines()[0][:200]}): rerun "
                          f"the train stage") from None
     return model.to(device).eval()
+
+
+def trained_horizon(path: str | os.PathLike) -> int | None:
+    """The clip length (frames) the student in ``path`` was trained on: every training clip
+    started from a fresh ConvLSTM state and ran ``train.sequence_length`` frames, recorded in
+    the file's ``meta["train_config"]``. None when the file does not record it (a student
+    saved by other code)."""
+    meta = read_student(path).get("meta") or {}
+    value = (meta.get("train_config") or {}).get("sequence_length")
+    return int(value) if isinstance(value, int) and value > 0 else None

@@ -20,6 +20,7 @@ bf16 rounding would accumulate, and the student is small enough that AMP buys li
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,39 +37,84 @@ from echodfkd.data.store import (
     check_positive, check_shard_layout, commit, init_mask_store, open_frames, partial_path,
     shard_blocks, store_writes,
 )
-from echodfkd.student.files import load_student
+from echodfkd.student.files import load_student, trained_horizon
+
+log = logging.getLogger(__name__)
+
+#: infer warns when one ConvLSTM state runs over more than this many times the training clip.
+HORIZON_FACTOR = 2
 
 
 @dataclass(frozen=True)
 class InferConfig:
     """The ``infer:`` section of params.yaml: ``chunk`` frames per forward call (the state is
-    carried across chunks), ``videos_per_batch`` videos run together (0: 1 on CPU, 8 on
-    CUDA), ``device`` ("auto": CUDA when available)."""
+    carried across chunks), ``window`` frames kept per window of fresh ConvLSTM state (0: the
+    state is carried over the whole video), ``warmup`` frames run before each window to warm
+    its state (their outputs discarded), ``videos_per_batch`` videos run together (0: 1 on
+    CPU, 8 on CUDA), ``device`` ("auto": CUDA when available)."""
 
     chunk: int
+    window: int
+    warmup: int
     videos_per_batch: int
     device: str
 
+    def __post_init__(self) -> None:
+        check_windows(self.window, self.warmup)
+
+
+def check_windows(window: int, warmup: int) -> None:
+    """Raise :class:`InputError` unless ``window`` >= 0 and 0 <= ``warmup`` (warmup must be 0
+    when window is 0: carried state has nothing to warm up)."""
+    for name, value in (("window", window), ("warmup", warmup)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise InputError(f"infer.{name} must be a whole number >= 0, got {value!r}")
+    if window == 0 and warmup:
+        raise InputError(f"infer.warmup is {warmup!r} but infer.window is 0 (state carried over "
+                         f"the whole video): set warmup to 0, or window to the frames per window")
+
+
+def window_spans(n_frames: int, window: int, warmup: int) -> list[tuple[int, int, int]]:
+    """The windows of a video of ``n_frames`` frames: a list of ``(run_from, keep_from,
+    stop)`` frame indices (0-based, ``stop`` exclusive). Each window runs frames
+    ``run_from:stop`` from a fresh ConvLSTM state and keeps the outputs of ``keep_from:stop``;
+    ``run_from = max(0, keep_from - warmup)``. The kept ranges tile ``0:n_frames`` exactly,
+    ``window`` frames each (the last may be shorter). ``window`` 0: one span, the whole video
+    with its state carried."""
+    check_windows(window, warmup)
+    if window == 0 or n_frames <= window:
+        return [(0, 0, n_frames)]
+    return [(max(0, s - warmup), s, min(n_frames, s + window))
+            for s in range(0, n_frames, window)]
+
+
+def warn_beyond_horizon(student: str | os.PathLike, longest: int, window: int,
+                        warmup: int) -> str | None:
+    """Log (and return) a warning when inference carries the student's state further than
+    :data:`HORIZON_FACTOR` times the clip length it was trained on: ``warmup + window`` frames
+    for windowed inference, the ``longest`` video (frames) when ``window`` is 0. None when
+    within range or when the student file does not record its horizon."""
+    horizon = trained_horizon(student)
+    if horizon is None:
+        return None
+    run = longest if window == 0 else min(longest, warmup + window)
+    if run <= HORIZON_FACTOR * horizon:
+        return None
+    how = (f"infer.window 0 carries its state over whole videos of up to {run} frames"
+           if window == 0 else f"infer.warmup + infer.window = {run} frames run on one state")
+    msg = (f"{str(student)!r} was trained on {horizon}-frame clips (train.sequence_length) but "
+           f"{how}: more than {HORIZON_FACTOR}x what it saw; its masks may fade or drift. Set "
+           f"infer.window (e.g. {horizon}) and infer.warmup (e.g. {horizon // 2}) in "
+           f"params.yaml")
+    log.warning("%s", msg)
+    return msg
+
 
 @torch.inference_mode()
-def predict_videos(model: StudentNet, frames: np.ndarray, *, chunk: int,
-                   device: torch.device | str | None = None) -> np.ndarray:
-    """Soft masks of a batch of equally long videos.
-
-    Args:
-        model: student in eval mode.
-        frames: uint8 (B, T, H, W) grey frames (rows = y, columns = x).
-        chunk: frames fed per forward call (``infer.chunk``); the recurrent state is carried
-            between chunks.
-        device: where the frames go; None: the device the model's weights are on.
-    Returns:
-        uint8 (B, T, H, W) = round(sigmoid(logit) * 255).
-    """
-    if frames.ndim != 4:
-        raise ValueError(f"expected frames (B, T, H, W), got shape {frames.shape}")
-    if chunk < 1:
-        raise ValueError(f"chunk must be >= 1, got {chunk}")
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+def _run_span(model: StudentNet, frames: np.ndarray, *, chunk: int, device: torch.device,
+              ) -> np.ndarray:
+    """uint8 (B, T, H, W) -> uint8 (B, T, H, W) soft masks from a fresh state carried across
+    chunks of ``chunk`` frames."""
     out = np.empty(frames.shape, np.uint8)
     cuda = device.type == "cuda"
     state = None
@@ -83,19 +129,50 @@ def predict_videos(model: StudentNet, frames: np.ndarray, *, chunk: int,
     return out
 
 
-def predict_video(model: StudentNet, frames: np.ndarray, *, chunk: int,
-                  device: torch.device | str | None = None) -> np.ndarray:
+def predict_videos(model: StudentNet, frames: np.ndarray, *, chunk: int, window: int,
+                   warmup: int, device: torch.device | str | None = None) -> np.ndarray:
+    """Soft masks of a batch of equally long videos.
+
+    Args:
+        model: student in eval mode.
+        frames: uint8 (B, T, H, W) grey frames (rows = y, columns = x).
+        chunk: frames fed per forward call (``infer.chunk``); the recurrent state is carried
+            between the chunks of a window.
+        window, warmup: ``infer.window`` / ``infer.warmup`` (:func:`window_spans`): each
+            window of ``window`` frames starts from a fresh state, warmed on the ``warmup``
+            frames before it; ``window`` 0 carries the state over all T frames.
+        device: where the frames go; None: the device the model's weights are on.
+    Returns:
+        uint8 (B, T, H, W) = round(sigmoid(logit) * 255).
+    """
+    if frames.ndim != 4:
+        raise ValueError(f"expected frames (B, T, H, W), got shape {frames.shape}")
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    out = np.empty(frames.shape, np.uint8)
+    for run_from, keep_from, stop in window_spans(frames.shape[1], window, warmup):
+        pred = _run_span(model, frames[:, run_from:stop], chunk=chunk, device=device)
+        out[:, keep_from:stop] = pred[:, keep_from - run_from:]
+    return out
+
+
+def predict_video(model: StudentNet, frames: np.ndarray, *, chunk: int, window: int,
+                  warmup: int, device: torch.device | str | None = None) -> np.ndarray:
     """Soft masks of one video: uint8 (T, H, W) frames -> uint8 (T, H, W) (see
     :func:`predict_videos`)."""
-    return predict_videos(model, frames[None], chunk=chunk, device=device)[0]
+    return predict_videos(model, frames[None], chunk=chunk, window=window, warmup=warmup,
+                          device=device)[0]
 
 
 def predict_padded(model: StudentNet, videos: list[np.ndarray], *, chunk: int,
+                   window: int, warmup: int,
                    device: torch.device | str | None = None) -> list[np.ndarray]:
     """Soft masks of videos of different lengths run as one batch.
 
-    Shorter videos are zero-padded at the end; the recurrence is causal and eval-mode
-    BatchNorm acts per frame, so each video's masks equal those of running it alone.
+    Shorter videos are zero-padded at the end; the recurrence is causal, eval-mode
+    BatchNorm acts per frame and the windows start at the same frames whatever the length, so
+    each video's masks equal those of running it alone.
     """
     if not videos:
         return []
@@ -103,12 +180,13 @@ def predict_padded(model: StudentNet, videos: list[np.ndarray], *, chunk: int,
     batch = np.zeros((len(videos), t, *videos[0].shape[1:]), np.uint8)
     for i, v in enumerate(videos):
         batch[i, :len(v)] = v
-    out = predict_videos(model, batch, chunk=chunk, device=device)
+    out = predict_videos(model, batch, chunk=chunk, window=window, warmup=warmup,
+                         device=device)
     return [out[i, :len(v)] for i, v in enumerate(videos)]
 
 
 def infer_store(student: str | os.PathLike, frames: str | os.PathLike, out: str | os.PathLike,
-                *, chunk: int, videos_per_batch: int | None,
+                *, chunk: int, window: int, warmup: int, videos_per_batch: int | None,
                 device: torch.device | str | None, shard_frames: int, chunk_frames: int,
                 resume: bool = True, progress: bool = True,
                 splits: Sequence[str] | None = None) -> Path:
@@ -127,6 +205,14 @@ def infer_store(student: str | os.PathLike, frames: str | os.PathLike, out: str 
     (:func:`echodfkd.runtime.resolve_device`). Frames belonging to no video (none in a valid
     store) stay 0.
 
+    ``window`` / ``warmup`` (``infer.window`` / ``infer.warmup``, :func:`window_spans`): each
+    window of ``window`` frames is segmented from a fresh ConvLSTM state warmed on the
+    ``warmup`` frames before it; 0 carries the state over the whole video. The student file
+    records the clip length it was trained on (:func:`echodfkd.student.files.trained_horizon`);
+    when ``warmup + window`` (or, carried, the longest video) exceeds
+    :data:`HORIZON_FACTOR` times that, a warning names both: the student never saw its state
+    carried that far (docs/design.md §3, "Inference over whole videos").
+
     ``chunk``, ``videos_per_batch`` (unless None), ``shard_frames`` and ``chunk_frames`` must
     be whole numbers >= 1 and ``chunk_frames`` must divide ``shard_frames``
     (:func:`echodfkd.data.store.check_shard_layout`, as for ingest); otherwise InputError,
@@ -137,6 +223,7 @@ def infer_store(student: str | os.PathLike, frames: str | os.PathLike, out: str 
     store stays, never marked complete, and the next run resumes it.
     """
     check_positive("chunk", chunk, "infer.chunk")
+    check_windows(window, warmup)
     if videos_per_batch is not None:
         check_positive("videos_per_batch", videos_per_batch,
                        "infer.videos_per_batch (0 there: auto)")
@@ -180,6 +267,7 @@ def infer_store(student: str | os.PathLike, frames: str | os.PathLike, out: str 
         index = index[index["Split"].isin(splits)]
     vstart = index["start"].to_numpy(np.int64)
     vstop = index["stop"].to_numpy(np.int64)
+    warn_beyond_horizon(student, int((vstop - vstart).max(initial=0)), window, warmup)
     cache: dict[int, np.ndarray] = {}
     todo = [b for b in shard_blocks(n, shard_frames) if b[0] not in done]
     for bs, be in tqdm(todo, desc=f"student -> {Path(out).name}", disable=not progress):
@@ -189,8 +277,9 @@ def infer_store(student: str | os.PathLike, frames: str | os.PathLike, out: str 
         for i in range(0, len(need), videos_per_batch):
             group_ids = need[i:i + videos_per_batch]
             clips = [np.asarray(fs.frames[vstart[v]:vstop[v]]) for v in group_ids]
-            for v, pred in zip(group_ids, predict_padded(model, clips, chunk=chunk,
-                                                         device=device)):
+            preds = predict_padded(model, clips, chunk=chunk, window=window, warmup=warmup,
+                                   device=device)
+            for v, pred in zip(group_ids, preds):
                 cache[v] = pred
         for v in vids:
             a, b = max(vstart[v], bs), min(vstop[v], be)

@@ -32,7 +32,9 @@ who trace slightly different edges. Calibrated so that the default teacher (UNet
 depth 3, 30 epochs) scores Dice ~0.94 against the ground truth at ED/ES on TEST.
 
 Every video draws from its own random stream ``SeedSequence(seed, spawn_key=(split, i))``, so
-video i of a split does not depend on how many videos the set has.
+video i of a split does not depend on how many videos the set has. Its length is ``frames``, or,
+in the splits of ``echonet_lengths``, an EchoNet-Dynamic-like length drawn from a separate
+stream ``(split, i, 1)`` (median ~175 frames, 100-400, ~5% up to 700).
 
 Modules: :mod:`~echodfkd.data.phantom.heart` (the heart model: styles' looks, sampling of a
 video's heart, EF and frame rate, LV shape and volumes, the cardiac cycle, ED/ES frames),
@@ -51,9 +53,11 @@ from echodfkd.data.phantom.preview import render_preview
 from echodfkd.data.phantom.render import SIZE
 from echodfkd.data.phantom.tracings import N_CHORDS, TRACING_COLUMNS, tracing_polygon
 from echodfkd.data.phantom.writer import (FILELIST_COLUMNS, FORMAT_VERSION, SPLITS, PhantomSet,
-                                          generate_set, make_video, write_avi)
+                                          echonet_length, generate_set, make_video,
+                                          video_length, write_avi)
 
 __all__ = ["FILELIST_COLUMNS", "FORMAT_VERSION", "LOOKS", "N_CHORDS", "SIZE", "SPLITS", "STYLES",
            "PhantomSet",
-           "TRACING_COLUMNS", "Heart", "Look", "extreme_frames", "generate_set", "make_video",
-           "render_preview", "tracing_polygon", "volume_ml", "write_avi"]
+           "TRACING_COLUMNS", "Heart", "Look", "echonet_length", "extreme_frames", "generate_set",
+           "make_video", "render_preview", "tracing_polygon", "video_length", "volume_ml",
+           "write_avi"]

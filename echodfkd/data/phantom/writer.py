@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -31,6 +32,37 @@ FORMAT_VERSION = 1
 
 def _video_seed(seed: int, split: str, i: int) -> np.random.SeedSequence:
     return np.random.SeedSequence(seed, spawn_key=(SPLITS.index(split), i))
+
+
+def _length_seed(seed: int, split: str, i: int) -> np.random.SeedSequence:
+    """The stream of video i's length: separate from the video's own stream, so a set whose
+    lengths change keeps every other draw of its videos."""
+    return np.random.SeedSequence(seed, spawn_key=(SPLITS.index(split), i, 1))
+
+
+# EchoNet-Dynamic-like video lengths (docs/design.md §5, "Video lengths"): most videos a
+# log-normal around LENGTH_MEDIAN frames within LENGTH_RANGE, LONG_FRACTION of them longer,
+# uniform in LONG_RANGE.
+LENGTH_MEDIAN, LENGTH_SIGMA, LENGTH_RANGE = 175.0, 0.3, (100, 400)
+LONG_FRACTION, LONG_RANGE = 0.05, (400, 700)
+
+
+def echonet_length(seed: int, split: str, i: int) -> int:
+    """Frames of video ``i`` of ``split`` in a set whose ``split`` takes EchoNet-Dynamic-like
+    lengths: an int in [100, 700], most within 100-400 (median ~175), about 5% in 400-700;
+    the same for the same (seed, split, i)."""
+    rng = np.random.default_rng(_length_seed(seed, split, i))
+    if rng.random() < LONG_FRACTION:
+        return int(rng.integers(LONG_RANGE[0], LONG_RANGE[1] + 1))
+    n = LENGTH_MEDIAN * np.exp(LENGTH_SIGMA * rng.standard_normal())
+    return int(np.clip(round(n), *LENGTH_RANGE))
+
+
+def video_length(seed: int, split: str, i: int, n_frames: int,
+                 echonet_lengths: Sequence[str]) -> int:
+    """Frames of video ``i`` of ``split``: :func:`echonet_length` when ``split`` is one of
+    ``echonet_lengths``, else ``n_frames``."""
+    return echonet_length(seed, split, i) if split in echonet_lengths else n_frames
 
 
 def _file_name(rng: np.random.Generator, style: str, number: int) -> str:
@@ -94,7 +126,9 @@ def make_video(style: str, seed: int, split: str, i: int, n_frames: int, number:
 class PhantomSet:
     """One ``phantom.<name>`` section of params.yaml: a set of ``style`` ("real" or
     "synthetic") generated from ``seed`` with ``train``/``val``/``test``/``extra`` videos of
-    ``frames`` frames each (:func:`generate_set`'s arguments)."""
+    ``frames`` frames each, except the splits of ``echonet_lengths`` (e.g. ``[TEST]``), whose
+    videos take EchoNet-Dynamic-like lengths (:func:`echonet_length`; :func:`generate_set`'s
+    arguments)."""
 
     style: str
     seed: int
@@ -103,10 +137,22 @@ class PhantomSet:
     test: int
     extra: int
     frames: int
+    echonet_lengths: list[str]
 
     def __post_init__(self) -> None:
         check_set(self.style, {"TRAIN": self.train, "VAL": self.val, "TEST": self.test,
                                "EXTRA": self.extra}, self.frames)
+        check_length_splits(self.echonet_lengths)
+
+
+def check_length_splits(echonet_lengths: Sequence[str]) -> None:
+    """Raise :class:`InputError` unless ``echonet_lengths`` is a list of split names."""
+    if isinstance(echonet_lengths, str) or not isinstance(echonet_lengths, Sequence):
+        raise InputError(f"echonet_lengths must be a list of splits (e.g. [TEST]), got "
+                         f"{echonet_lengths!r}")
+    bad = [s for s in echonet_lengths if s not in SPLITS]
+    if bad:
+        raise InputError(f"echonet_lengths: {bad!r} not a split; use some of {list(SPLITS)}")
 
 
 def check_set(style: str, counts: dict[str, int], n_frames: int) -> None:
@@ -126,12 +172,14 @@ def check_set(style: str, counts: dict[str, int], n_frames: int) -> None:
 
 
 def generate_set(out_dir: str | os.PathLike, *, style: str, seed: int, n_train: int, n_val: int,
-                 n_test: int, n_frames: int, n_extra: int,
+                 n_test: int, n_frames: int, n_extra: int, echonet_lengths: Sequence[str],
                  progress: bool = True) -> pd.DataFrame:
     """Write a phantom set in the EchoNet layout (see the module docstring); return its FileList.
 
     The arguments are a ``phantom.<set>`` section of params.yaml (:class:`PhantomSet`: ``train``,
-    ``val``, ``test``, ``extra``, ``frames``), passed explicitly.
+    ``val``, ``test``, ``extra``, ``frames``, ``echonet_lengths``), passed explicitly: videos of
+    the splits in ``echonet_lengths`` have :func:`echonet_length` frames, the others
+    ``n_frames``; FileList's NumberOfFrames gives each video's length.
 
     The set is built under ``<out_dir>.partial`` and renamed into place when complete.
     Output is byte-identical for the same arguments.
@@ -140,6 +188,7 @@ def generate_set(out_dir: str | os.PathLike, *, style: str, seed: int, n_train: 
 
     counts = {"TRAIN": n_train, "VAL": n_val, "TEST": n_test, "EXTRA": n_extra}
     check_set(style, counts, n_frames)
+    check_length_splits(echonet_lengths)
     out_dir = Path(out_dir)
     stage = partial_path(out_dir)
     if stage.exists():
@@ -149,14 +198,15 @@ def generate_set(out_dir: str | os.PathLike, *, style: str, seed: int, n_train: 
     rows, traces = [], []
     jobs = [(split, i) for split in SPLITS for i in range(counts[split])]
     for number, (split, i) in enumerate(tqdm(jobs, desc=f"phantom {style}", disable=not progress)):
-        vid = make_video(style, seed, split, i, n_frames, number)
+        length = video_length(seed, split, i, n_frames, echonet_lengths)
+        vid = make_video(style, seed, split, i, length, number)
         name = vid["FileName"]
         write_avi(stage / "Videos" / f"{name}.avi", vid["frames"], vid["FPS"])
         with open(stage / "GroundTruth" / f"{name}.npz", "wb") as fh:
             np.savez_compressed(fh, masks=vid["masks"], ed=vid["ed"], es=vid["es"])
         rows.append(dict(FileName=name, EF=vid["EF"], ESV=vid["ESV"], EDV=vid["EDV"],
                          FrameHeight=SIZE, FrameWidth=SIZE, FPS=vid["FPS"],
-                         NumberOfFrames=n_frames, Split=split))
+                         NumberOfFrames=length, Split=split))
         for frame, tr in vid.get("tracings", []):
             for x1, y1, x2, y2 in tr:
                 traces.append((f"{name}.avi", x1, y1, x2, y2, frame))
@@ -173,7 +223,7 @@ def generate_set(out_dir: str | os.PathLike, *, style: str, seed: int, n_train: 
         tr.to_csv(stage / "VolumeTracings.csv", index=False, float_format="%.4f")
     filelist.to_csv(stage / "FileList.csv", index=False)
     meta = dict(format_version=FORMAT_VERSION, style=style, seed=seed, n_frames=n_frames,
-                counts=counts, look=asdict(LOOKS[style]))
+                echonet_lengths=list(echonet_lengths), counts=counts, look=asdict(LOOKS[style]))
     (stage / "GroundTruth" / "phantom.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
     commit(stage, out_dir)
     return filelist
