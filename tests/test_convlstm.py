@@ -326,3 +326,25 @@ def test_max_pool2x2_equals_max_pool2d():
     assert torch.equal(fast.nan_to_num(7.0), ref.nan_to_num(7.0)) and fast[0, 0, 0, 0].isnan()
     x.requires_grad_()                      # under autograd: max_pool2d itself
     assert max_pool2x2(x).grad_fn is not None
+
+
+def test_training_step_under_autocast():
+    """train.amp runs the forward under bf16 autocast: the ConvLSTM layers then take the plain
+    autograd loop (the hand-written backward takes float32), so a training step runs, and its
+    gradients stay near the float32 ones (bf16 keeps ~3 significant digits)."""
+    torch.manual_seed(0)
+    net = StudentNet(blocks=2, layers_per_block=1, hidden=2, kernel_size=3, skip=False)
+    x = torch.rand(2, 4, 1, 16, 16)
+    y = (torch.rand(2, 4, 1, 16, 16) > 0.5).float()
+
+    def grads(amp: bool) -> list[torch.Tensor]:
+        net.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            logits, _ = net(x)
+        torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), y).backward()
+        return [p.grad.clone() for p in net.parameters()]
+
+    ref, amp = (torch.cat([g.flatten() for g in grads(a)]) for a in (False, True))
+    assert torch.isfinite(amp).all()
+    assert (amp - ref).norm() <= 0.1 * ref.norm()          # the whole gradient, not per tensor
+    assert torch.nn.functional.cosine_similarity(amp, ref, dim=0) > 0.99

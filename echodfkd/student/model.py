@@ -293,13 +293,15 @@ class ConvLSTMCell(nn.Module):
         (hand-written backward through time); otherwise (``no_grad``/``inference_mode``, or
         nothing requires grad) the in-place inference loop. Both give the values of
         ``fused=False`` (plain autograd step loop, twice differentiable) up to float rounding.
-        During ``torch.jit.trace`` the plain loop is used, so the traced graph is plain ops.
+        During ``torch.jit.trace`` the plain loop is used, so the traced graph is plain ops;
+        under autocast (``train.amp`` on CUDA) too, because the hand-written backward takes
+        float32 tensors and autocast casts op by op only in the plain loop.
         """
         if x.dim() != 5 or x.shape[2] != self.in_ch:
             raise ValueError(f"expected input (T, B, {self.in_ch}, H, W), got shape "
                              f"{tuple(x.shape)}")
         h, c = self.zero_state(x[0]) if state is None else state
-        if not fused or torch.jit.is_tracing():
+        if not fused or torch.jit.is_tracing() or torch.is_autocast_enabled(x.device.type):
             return self._sequence_autograd(x, h, c)
         w, b = self.conv.weight, self.conv.bias
         pad = self.kernel_size // 2
