@@ -417,15 +417,25 @@ def test_bad_windows_are_named(window, warmup, message):
                        device="cpu")
 
 
-def test_windowed_equals_fresh_runs(student):
-    """Each kept frame equals running its span alone from a fresh state."""
+def test_windowed_equals_fresh_runs_cross_faded(student):
+    """Each window's frames equal running its span alone from a fresh state; a window's
+    warm-up frames cross-fade linearly from the window before (weights 1/4, 2/4, 3/4 of the
+    new window for a 3-frame warm-up)."""
     _, net = student
     frames = np.random.default_rng(3).integers(0, 256, (23, 112, 112), dtype=np.uint8)
-    got = si.predict_video(net, frames, chunk=5, window=8, warmup=3)
-    for run_from, keep_from, stop in si.window_spans(23, 8, 3):
-        alone = si.predict_video(net, frames[run_from:stop], chunk=64, window=0, warmup=0)
-        assert np.abs(got[keep_from:stop].astype(int)
-                      - alone[keep_from - run_from:].astype(int)).max() <= 1
+    got = si.predict_video(net, frames, chunk=5, window=8, warmup=3).astype(int)
+    spans = si.window_spans(23, 8, 3)
+    assert spans == [(0, 0, 8), (5, 8, 16), (13, 16, 23)]
+    alone = [si.predict_video(net, frames[a:c], chunk=64, window=0, warmup=0).astype(int)
+             for a, _, c in spans]
+    for (a, k, c), mine, nxt in zip(spans, alone, alone[1:] + [None]):
+        untouched = c if nxt is None else c - 3                  # the next warm-up starts there
+        assert np.abs(got[k:untouched] - mine[k - a:untouched - a]).max() <= 1
+        if nxt is not None:
+            for j in range(3):                                   # frames c-3, c-2, c-1
+                w = (j + 1) / 4
+                blend = np.rint((1 - w) * mine[c - 3 - a + j] + w * nxt[j])
+                assert np.abs(got[c - 3 + j] - blend).max() <= 1
     # padded batches window the same way
     videos = [frames, frames[:11]]
     for v, b in zip(videos, si.predict_padded(net, videos, chunk=4, window=8, warmup=3)):

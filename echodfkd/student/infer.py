@@ -50,7 +50,8 @@ class InferConfig:
     """The ``infer:`` section of params.yaml: ``chunk`` frames per forward call (the state is
     carried across chunks), ``window`` frames kept per window of fresh ConvLSTM state (0: the
     state is carried over the whole video), ``warmup`` frames run before each window to warm
-    its state (their outputs discarded), ``videos_per_batch`` videos run together (0: 1 on
+    its state (their masks cross-faded into the previous window's:
+    :func:`predict_videos`), ``videos_per_batch`` videos run together (0: 1 on
     CPU, 8 on CUDA), ``device`` ("auto": CUDA when available)."""
 
     chunk: int
@@ -140,7 +141,11 @@ def predict_videos(model: StudentNet, frames: np.ndarray, *, chunk: int, window:
             between the chunks of a window.
         window, warmup: ``infer.window`` / ``infer.warmup`` (:func:`window_spans`): each
             window of ``window`` frames starts from a fresh state, warmed on the ``warmup``
-            frames before it; ``window`` 0 carries the state over all T frames.
+            frames before it; ``window`` 0 carries the state over all T frames. Stitching:
+            the n warm-up frames of a window already hold the masks of the windows before
+            it; frame j of them (0-based) becomes round((1 - w) * old + w * new) with
+            w = (j + 1) / (n + 1), so the seam is a linear cross-fade, weighted towards the
+            window whose state has run longer (no step in the area curve at a seam).
         device: where the frames go; None: the device the model's weights are on.
     Returns:
         uint8 (B, T, H, W) = round(sigmoid(logit) * 255).
@@ -154,6 +159,11 @@ def predict_videos(model: StudentNet, frames: np.ndarray, *, chunk: int, window:
     for run_from, keep_from, stop in window_spans(frames.shape[1], window, warmup):
         pred = _run_span(model, frames[:, run_from:stop], chunk=chunk, device=device)
         out[:, keep_from:stop] = pred[:, keep_from - run_from:]
+        n = keep_from - run_from
+        if n:  # warm-up frames: cross-fade from the masks already there to this window's
+            w = (np.arange(1, n + 1, dtype=np.float32) / (n + 1))[None, :, None, None]
+            old = out[:, run_from:keep_from].astype(np.float32)
+            out[:, run_from:keep_from] = np.rint((1 - w) * old + w * pred[:, :n])
     return out
 
 
