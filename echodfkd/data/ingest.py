@@ -42,6 +42,7 @@ from echodfkd.data.echonet import (
     tracing_masks,
 )
 from echodfkd.errors import InputError
+from echodfkd.runtime import tune_malloc
 from echodfkd.data.store import (
     FRAME_SIZE, INDEX_COLUMNS, TRACED_COLUMNS, check_positive, check_shard_layout, commit,
     finish_frame_store, init_frame_store, partial_path, store_writes, write_text_atomic,
@@ -128,6 +129,7 @@ def _load_ground_truth(path: str, n_frames: int) -> tuple[np.ndarray, list[tuple
 
 def _load(item: _Item) -> _Loaded:
     """Decode one video (+ ground truth, + tracing masks). Runs in a dask task."""
+    tune_malloc()  # in a dask worker process: undo the nanny's malloc setting (runtime.py)
     out = _Loaded(item.name)
     try:
         video = decode_video(item.video_path)

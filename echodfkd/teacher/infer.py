@@ -26,6 +26,7 @@ from echodfkd.data.store import (FrameStore, MaskStore, commit, init_mask_store,
                             open_masks, partial_path, shard_blocks)
 from echodfkd.teacher.fusion import fuse_probabilities
 from echodfkd.teacher.members import Member, Videos
+from echodfkd.runtime import tune_malloc
 
 
 def _videos_in(index: pd.DataFrame, start: int, stop: int) -> Videos:
@@ -54,6 +55,7 @@ class _Block:
 
 
 def _run_payload(block: _Block) -> tuple[str, int, int, str]:
+    tune_malloc()  # in a dask worker process: undo the nanny's malloc setting (runtime.py)
     return _run_block(*block.args)
 
 
