@@ -240,3 +240,65 @@ def test_outputs_only_teacher_and_evaluation_only_source(echonet_clone: Path):
     assert all(isinstance(v, (int, float)) and np.isfinite(v) for v in m.values()), m
     masks = json.loads((echonet_clone / "data/teacher/B.zarr/zarr.json").read_text())
     assert masks["attributes"]["covered"] is False
+
+
+@pytest.fixture
+def dask_cluster(tmp_path):
+    """A scheduler and two single-threaded worker processes started with the `dask` command
+    line, loopback only, as a user starts them; stopped afterwards."""
+    dask_cli = Path(sys.executable).parent / "dask"
+    if not dask_cli.exists():
+        pytest.skip(f"no dask command line at {dask_cli}")
+    from distributed import Client
+
+    sched_file = tmp_path / "scheduler.json"
+    procs = [subprocess.Popen([str(dask_cli), "scheduler", "--host", "127.0.0.1", "--port", "0",
+                               "--no-dashboard", "--scheduler-file", str(sched_file)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        for _ in range(300):
+            if sched_file.exists() and sched_file.stat().st_size:
+                break
+            procs[0].wait(0.1) if procs[0].poll() is not None else __import__("time").sleep(0.1)
+        procs.append(subprocess.Popen(
+            [str(dask_cli), "worker", "--scheduler-file", str(sched_file), "--nworkers", "2",
+             "--nthreads", "1", "--no-dashboard", "--local-directory", str(tmp_path / "w")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        with Client(scheduler_file=str(sched_file), timeout="30s") as client:
+            client.wait_for_workers(2, timeout=60)
+            address = client.scheduler.address
+        yield address
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def _outs(clone: Path, stages: tuple[str, ...]) -> dict:
+    lock = yaml.safe_load((clone / "dvc.lock").read_text())["stages"]
+    return {k: [(o["path"], o.get("md5")) for o in v["outs"]] for k, v in lock.items()
+            if k.startswith(stages)}
+
+
+@pytest.mark.slow
+def test_repro_on_a_command_line_cluster_matches_local_threads(tmp_path_factory, dask_cluster):
+    """`dvc repro` with ingest.scheduler set to a cluster started with `dask scheduler` /
+    `dask worker` (2 processes); then the same with local threads: ingest and teacher_infer
+    rerun (their params changed) and write the same bytes, so nothing downstream reruns."""
+    params = _merge(_default_params(), TINY)
+    params.update(student=STUDENT, grid=GRID, students=STUDENTS)
+    params["ingest"]["scheduler"] = dask_cluster
+    clone = _clone(tmp_path_factory.mktemp("cluster"), params)
+    _run(["dvc", "repro"], clone)
+    on_cluster = _outs(clone, ("ingest", "teacher_infer"))
+    assert on_cluster and all(md5 for outs in on_cluster.values() for _, md5 in outs)
+    params["ingest"]["scheduler"] = ""
+    (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    ran = set(RAN.findall(_run(["dvc", "repro"], clone).stdout))
+    assert ran == {f"{s}@{src}" for s in ("ingest", "teacher_infer")
+                   for src in ("real", "synthetic")}, ran
+    assert _outs(clone, ("ingest", "teacher_infer")) == on_cluster

@@ -96,6 +96,9 @@ class Counting:
     def describe(self, index=None):
         return {"kind": "counting"}
 
+    def at(self, cwd):
+        return self   # no paths; the test reads ``calls`` on this very object
+
     def validate(self, index):
         pass
 
@@ -349,6 +352,9 @@ class FailingOutputs(mem.OutputsMember):
         super().__init__(folder)
         self.fail_on, self.n = fail_on, 0
 
+    def at(self, cwd):
+        return self   # an absolute folder already; the count must stay on this object
+
     def predict_block(self, *a, **k):
         self.n += 1
         if self.n == self.fail_on:
@@ -559,3 +565,14 @@ def test_teacher_cost_sums_model_members(tmp_path):
     cost = mem.teacher_cost([mem.ModelMember(str(tmp_path / f"m{i}.pt")) for i in range(2)])
     assert cost["weights"] == 2 * count_weights(model)
     assert cost["flops"] > 0
+
+
+def test_members_at_a_directory_keep_absolute_paths(tmp_path):
+    """What a distributed worker gets: relative paths taken from the driver's directory,
+    absolute ones unchanged; the description (and so the store's attrs) is not touched."""
+    m = mem.ModelMember("models/teacher/member0.pt", 0.5)
+    assert m.at("/work/x").path == "/work/x/models/teacher/member0.pt"
+    assert m.at("/work/x").weight == 0.5 and m.path == "models/teacher/member0.pt"
+    assert mem.ModelMember(str(tmp_path / "t.pt")).at("/elsewhere").path == str(tmp_path / "t.pt")
+    o = mem.OutputsMember("outs", 1.0, "probability")
+    assert o.at("/d").folder == "/d/outs" and o.at("/d").values == "probability"

@@ -87,6 +87,11 @@ class _Item:
     gt_path: str | None
     tracings: pd.DataFrame | None
     tracing_policy: str
+    cwd: str     # the driver's working directory: a distributed worker's is another one
+
+    def local(self, path: str) -> str:
+        """``path`` (as given, maybe relative to the driver) as a worker must open it."""
+        return os.path.join(self.cwd, path)
 
 
 @dataclass
@@ -132,18 +137,20 @@ def _load(item: _Item) -> _Loaded:
     tune_malloc()  # in a dask worker process: undo the nanny's malloc setting (runtime.py)
     out = _Loaded(item.name)
     try:
-        video = decode_video(item.video_path)
+        video = decode_video(item.local(item.video_path))
     except _INPUT_ERRORS as e:
         reason = str(e) if isinstance(e, VideoError) else f"{type(e).__name__}: {e}"
+        reason = reason.replace(item.local(item.video_path), item.video_path)  # as the user gave it
         out.error = Skip(item.name, f"Videos/{item.name}.avi", item.row, "video", reason)
         return out
     n = video.frames.shape[0]
     if item.gt_path is not None:
         try:
-            out.gt_masks, out.gt_events = _load_ground_truth(item.gt_path, n)
+            out.gt_masks, out.gt_events = _load_ground_truth(item.local(item.gt_path), n)
         except _INPUT_ERRORS as e:
-            out.error = Skip(item.name, f"GroundTruth/{item.name}.npz", item.row,
-                             "ground_truth", f"{type(e).__name__}: {e}")
+            out.error = Skip(item.name, f"GroundTruth/{item.name}.npz", item.row, "ground_truth",
+                             f"{type(e).__name__}: {e}".replace(item.local(item.gt_path),
+                                                                item.gt_path))
             return out
     if item.tracings is not None:
         out.traced, out.skips = tracing_masks(item.tracings, n, width=video.width,
@@ -357,7 +364,7 @@ def _plan(root: Path, tracing_policy: str
             kept[i] = False
             continue
         items.append(_Item(name, int(row), str(path), None if gt_path is None else str(gt_path),
-                           by_name.get(name), tracing_policy))
+                           by_name.get(name), tracing_policy, os.getcwd()))
     for extra in sorted(on_disk - listed):
         skips.append(Skip(extra[:-4], f"Videos/{extra}", None, "extra",
                           "video is not listed in FileList.csv: ignored"))

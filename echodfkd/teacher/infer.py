@@ -159,7 +159,9 @@ def infer_teacher(members: Sequence[Member], frames_store: FrameStore | str | os
                                 "done_blocks": [list(b) for b in sorted(done)]})
             bar.update(1)
 
-    args = [_Block(members, _abs(store.path), _abs(str(staging)), s, e,
+    # paths as the driver sees them: a distributed worker runs in another directory
+    local = [m.at(os.getcwd()) for m in members]
+    args = [_Block(local, _abs(store.path), _abs(str(staging)), s, e,
                    _videos_in(store.index, s, e), batch_size, device, amp) for s, e in todo]
     try:
         if scheduler:

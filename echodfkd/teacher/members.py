@@ -20,7 +20,7 @@ import json
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -49,12 +49,16 @@ class Member(Protocol):
     returns an array of shape (stop-start, 112, 112). Must be picklable for dask.distributed.
     ``describe(index)`` identifies the member *and the content it reads* for ``index``'s videos:
     it keys resumption, so a changed checkpoint or regenerated output files restart inference.
+    ``at(cwd)``: the same member with its relative paths taken from directory ``cwd`` (a
+    distributed worker's working directory is not the driver's).
     """
 
     weight: float
     needs_frames: bool
 
     def describe(self, index: pd.DataFrame) -> dict: ...
+
+    def at(self, cwd: str) -> "Member": ...
 
     def validate(self, index: pd.DataFrame) -> None: ...
 
@@ -73,6 +77,9 @@ class ModelMember:
     def describe(self, index: pd.DataFrame | None = None) -> dict:
         return {"kind": "model", "path": self.path, "weight": self.weight,
                 "sha256": file_sha256(self.path)}
+
+    def at(self, cwd: str) -> "ModelMember":
+        return replace(self, path=os.path.join(cwd, self.path))
 
     def validate(self, index: pd.DataFrame) -> None:
         if not Path(self.path).is_file():
@@ -98,6 +105,9 @@ class OutputsMember:
         if index is not None:
             d["files"] = outputs_fingerprint(self.folder, index["FileName"])
         return d
+
+    def at(self, cwd: str) -> "OutputsMember":
+        return replace(self, folder=os.path.join(cwd, self.folder))
 
     def validate(self, index: pd.DataFrame) -> None:
         check_teacher_outputs(self.folder, index)
