@@ -576,3 +576,77 @@ def test_members_at_a_directory_keep_absolute_paths(tmp_path):
     assert mem.ModelMember(str(tmp_path / "t.pt")).at("/elsewhere").path == str(tmp_path / "t.pt")
     o = mem.OutputsMember("outs", 1.0, "probability")
     assert o.at("/d").folder == "/d/outs" and o.at("/d").values == "probability"
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_run_leaves_the_other_to_finish(tmp_path):
+    """Teacher inference on a cluster of two `dask worker` processes (no nanny, so a killed
+    worker stays dead): one is killed with SIGKILL once a block is done; the scheduler moves
+    its work to the survivor, the store completes, and its masks equal local threads'."""
+    import signal
+    import threading
+
+    import zarr
+    from distributed import Client
+
+    from echodfkd.teacher.unet import UNet
+
+    dask_cli = Path(sys.executable).parent / "dask"
+    if not dask_cli.exists():
+        pytest.skip(f"no dask command line at {dask_cli}")
+    torch.manual_seed(0)
+    checkpoint.save_teacher(tmp_path / "t.pt", "unet", {"width": 8, "depth": 3},
+                            UNet(width=8, depth=3))
+    store, _ = make_store(tmp_path / "f.zarr", lengths=(256,) * 8, shard=256)  # 8 blocks
+    members = [mem.ModelMember(str(tmp_path / "t.pt"))]
+    kw = dict(block_frames=256, batch_size=16, device="cpu", amp=False, progress=False)
+    ref = infer.infer_teacher(members, store, tmp_path / "ref.zarr", scheduler="", workers=1,
+                              **kw)
+    sched_file = tmp_path / "scheduler.json"
+    quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    procs = [subprocess.Popen([str(dask_cli), "scheduler", "--host", "127.0.0.1", "--port", "0",
+                               "--no-dashboard", "--scheduler-file", str(sched_file)], **quiet)]
+    try:
+        while not (sched_file.exists() and sched_file.stat().st_size):
+            assert procs[0].poll() is None, "dask scheduler exited"
+            time.sleep(0.1)
+        for _ in range(2):
+            procs.append(subprocess.Popen(
+                [str(dask_cli), "worker", "--scheduler-file", str(sched_file), "--nthreads", "1",
+                 "--no-nanny", "--no-dashboard", "--local-directory", str(tmp_path / "w")],
+                **quiet))
+        with Client(scheduler_file=str(sched_file), timeout="30s") as client:
+            client.wait_for_workers(2, timeout=60)
+            address = client.scheduler.address
+        out, result = tmp_path / "m.zarr", {}
+
+        def run():
+            try:
+                result["store"] = infer.infer_teacher(members, store, out, scheduler=address,
+                                                      workers=1, **kw)
+            except Exception as e:  # reported below
+                result["error"] = e
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        staging = partial_path(out)
+        deadline = time.time() + 120
+        while time.time() < deadline and thread.is_alive():
+            try:
+                if zarr.open_group(str(staging), mode="r").attrs.get("done_blocks"):
+                    break
+            except Exception:  # the store is not there yet
+                pass
+            time.sleep(0.05)
+        done_at_kill = len(zarr.open_group(str(staging), mode="r").attrs["done_blocks"])
+        assert thread.is_alive() and 1 <= done_at_kill < 8, done_at_kill   # mid-run
+        procs[1].send_signal(signal.SIGKILL)
+        thread.join(180)
+        assert "error" not in result, result.get("error")
+        masks = result["store"].masks[:]
+        np.testing.assert_array_equal(masks, ref.masks[:])
+        assert procs[1].wait(5) == -signal.SIGKILL and procs[2].poll() is None
+    finally:
+        for p in reversed(procs):
+            p.kill()
+            p.wait(20)
