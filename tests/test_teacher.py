@@ -650,3 +650,29 @@ def test_a_worker_killed_mid_run_leaves_the_other_to_finish(tmp_path):
         for p in reversed(procs):
             p.kill()
             p.wait(20)
+
+
+def test_blocks_run_in_pieces_with_the_same_masks(tmp_path, monkeypatch):
+    """A block is run in pieces of whole batches (bounded memory); the masks are those of the
+    block run at once, and each piece sees only the videos that overlap it."""
+    store, frames = make_store(tmp_path / "f.zarr", lengths=(10, 14, 8), shard=16)  # 2 blocks
+    whole = Counting()
+    ref = infer.infer_teacher([whole], store, tmp_path / "a.zarr", block_frames=16, workers=1,
+                              batch_size=4, device="cpu", scheduler="", progress=False, amp=False)
+    assert sorted(whole.calls) == [(0, 16), (16, 32)]
+    monkeypatch.setattr(infer, "PIECE_FRAMES", 6)                # -> pieces of 4 frames
+    pieces, seen = Counting(), []
+    original = pieces.predict_block
+
+    def predict_block(frames, start, stop, videos, **kw):
+        seen.append((start, [v[0] for v in videos]))
+        return original(frames, start, stop, videos, **kw)
+
+    pieces.predict_block = predict_block
+    ms = infer.infer_teacher([pieces], store, tmp_path / "b.zarr", block_frames=16, workers=1,
+                             batch_size=4, device="cpu", scheduler="", progress=False, amp=False)
+    assert sorted(pieces.calls) == [(s, s + 4) for s in range(0, 32, 4)]
+    seen = dict(seen)            # videos: vid0 frames 0-9, vid1 10-23, vid2 24-31
+    assert seen[4] == ["vid0"] and seen[8] == ["vid0", "vid1"] and seen[12] == ["vid1"]
+    assert seen[20] == ["vid1"] and seen[24] == ["vid2"]
+    np.testing.assert_array_equal(ms.masks[:], ref.masks[:])
