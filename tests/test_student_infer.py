@@ -443,6 +443,22 @@ def test_windowed_equals_fresh_runs_cross_faded(student):
         assert np.abs(b.astype(int) - single.astype(int)).max() <= 1
 
 
+def test_padded_video_ending_in_a_warm_up_equals_running_it_alone():
+    """Videos of 6 and 7 frames end inside the warm-up (frames 5-7) of the second window that
+    a longer video of the batch goes on to: their last frames are not cross-faded with it, as
+    they are not when each runs alone (a net with sharp outputs, so a blend would show)."""
+    torch.manual_seed(0)
+    net = StudentNet(blocks=2, layers_per_block=1, hidden=4, kernel_size=3, skip=False).eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.mul_(5)
+    frames = np.random.default_rng(3).integers(0, 256, (23, 112, 112), dtype=np.uint8)
+    videos = [frames, frames[:6], frames[:7], frames[:8], frames[:11]]
+    for v, b in zip(videos, si.predict_padded(net, videos, chunk=4, window=8, warmup=3)):
+        single = si.predict_video(net, v, chunk=4, window=8, warmup=3)
+        assert np.abs(b.astype(int) - single.astype(int)).max() <= 1, len(v)
+
+
 class FadingNet(torch.nn.Module):
     """A toy recurrent segmenter whose state fades: it thresholds the frame (logit +-10 about
     0.5) until its state has run ``fade_after`` frames, then its logits sink by 40 (every

@@ -131,7 +131,8 @@ def _run_span(model: StudentNet, frames: np.ndarray, *, chunk: int, device: torc
 
 
 def predict_videos(model: StudentNet, frames: np.ndarray, *, chunk: int, window: int,
-                   warmup: int, device: torch.device | str | None = None) -> np.ndarray:
+                   warmup: int, device: torch.device | str | None = None,
+                   lengths: Sequence[int] | None = None) -> np.ndarray:
     """Soft masks of a batch of equally long videos.
 
     Args:
@@ -146,6 +147,9 @@ def predict_videos(model: StudentNet, frames: np.ndarray, *, chunk: int, window:
             it; frame j of them (0-based) becomes round((1 - w) * old + w * new) with
             w = (j + 1) / (n + 1), so the seam is a linear cross-fade, weighted towards the
             window whose state has run longer (no step in the area curve at a seam).
+        lengths: each video's true frame count when the batch is zero-padded (None: all T).
+            A video is cross-faded only into windows that start inside it, so a video that
+            ends in the warm-up of a later window gets the masks it gets when run alone.
         device: where the frames go; None: the device the model's weights are on.
     Returns:
         uint8 (B, T, H, W) = round(sigmoid(logit) * 255).
@@ -160,10 +164,12 @@ def predict_videos(model: StudentNet, frames: np.ndarray, *, chunk: int, window:
         pred = _run_span(model, frames[:, run_from:stop], chunk=chunk, device=device)
         out[:, keep_from:stop] = pred[:, keep_from - run_from:]
         n = keep_from - run_from
-        if n:  # warm-up frames: cross-fade from the masks already there to this window's
+        if n:  # warm-up frames: cross-fade from the masks already there to this window's,
+            # in the videos this window starts inside
+            rows = slice(None) if lengths is None else np.asarray(lengths) > keep_from
             w = (np.arange(1, n + 1, dtype=np.float32) / (n + 1))[None, :, None, None]
-            old = out[:, run_from:keep_from].astype(np.float32)
-            out[:, run_from:keep_from] = np.rint((1 - w) * old + w * pred[:, :n])
+            old = out[rows, run_from:keep_from].astype(np.float32)
+            out[rows, run_from:keep_from] = np.rint((1 - w) * old + w * pred[rows, :n])
     return out
 
 
@@ -181,8 +187,9 @@ def predict_padded(model: StudentNet, videos: list[np.ndarray], *, chunk: int,
     """Soft masks of videos of different lengths run as one batch.
 
     Shorter videos are zero-padded at the end; the recurrence is causal, eval-mode
-    BatchNorm acts per frame and the windows start at the same frames whatever the length, so
-    each video's masks equal those of running it alone.
+    BatchNorm acts per frame, the windows start at the same frames whatever the length and a
+    video is cross-faded only into windows that start inside it, so each video's masks equal
+    those of running it alone.
     """
     if not videos:
         return []
@@ -191,7 +198,7 @@ def predict_padded(model: StudentNet, videos: list[np.ndarray], *, chunk: int,
     for i, v in enumerate(videos):
         batch[i, :len(v)] = v
     out = predict_videos(model, batch, chunk=chunk, window=window, warmup=warmup,
-                         device=device)
+                         device=device, lengths=[len(v) for v in videos])
     return [out[i, :len(v)] for i, v in enumerate(videos)]
 
 
