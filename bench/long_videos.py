@@ -67,15 +67,16 @@ def _label(window: int, warmup: int) -> str:
 def late_agreement(frames, pred, teacher, rows, threshold: float) -> tuple[float, float]:
     """Mean per-frame Dice of ``pred`` against ``teacher`` (binarised at ``threshold``) over
     frames [0, EARLY) and [EARLY, T) of the videos ``rows`` longer than EARLY frames."""
+    from echodfkd.evaluation.metrics import binarize
     from echodfkd.overlap import dice_per_frame
 
-    cut = int(threshold * 255)
     early, late = [], []
     for i in rows:
         start, stop = (int(frames.index.loc[i, c]) for c in ("start", "stop"))
         if stop - start <= EARLY:
             continue
-        d = dice_per_frame(pred.masks[start:stop] > cut, teacher.masks[start:stop] > cut)
+        d = dice_per_frame(binarize(pred.masks[start:stop], threshold),
+                           binarize(teacher.masks[start:stop], threshold))
         early.append(d[:EARLY])
         late.append(d[EARLY:])
     if not late:

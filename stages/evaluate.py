@@ -25,6 +25,7 @@ from pathlib import Path
 from echodfkd.evaluation import evaluate as E
 from echodfkd.evaluation import pareto
 from echodfkd.evaluation import report as R
+from echodfkd.evaluation.html import collapsed_videos
 from echodfkd.cli import read_params, run
 from echodfkd.data.store import open_frames, teacher_covers
 
@@ -86,8 +87,7 @@ def main(argv=None):
                               teacher=teacher, agreement=agreement, student_cost=student_cost,
                               teacher_cost=teacher_cost, threshold=cfg.threshold,
                               collapse=cfg.collapse, n_examples=cfg.n_examples)
-    flagged = report.per_video.loc[report.per_video["collapse"] != "", ["FileName", "collapse"]]
-    for name, why in flagged.itertuples(index=False):
+    for name, why in collapsed_videos(report.per_video):
         log.warning("%s: %s collapsed (%s); listed on the report page", a.name, name, why)
     for key in report.undefined:
         log.info("%s is undefined on %s %s (too few videos with a value, or a constant "

@@ -23,6 +23,8 @@ import numpy as np
 import pytest
 import yaml
 
+import cluster
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # Tiny overrides of params.yaml: a handful of short phantom videos, a few quick epochs.
@@ -246,36 +248,8 @@ def test_outputs_only_teacher_and_evaluation_only_source(echonet_clone: Path):
 def dask_cluster(tmp_path):
     """A scheduler and two single-threaded worker processes started with the `dask` command
     line, loopback only, as a user starts them; stopped afterwards."""
-    dask_cli = Path(sys.executable).parent / "dask"
-    if not dask_cli.exists():
-        pytest.skip(f"no dask command line at {dask_cli}")
-    from distributed import Client
-
-    sched_file = tmp_path / "scheduler.json"
-    procs = [subprocess.Popen([str(dask_cli), "scheduler", "--host", "127.0.0.1", "--port", "0",
-                               "--no-dashboard", "--scheduler-file", str(sched_file)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
-    try:
-        for _ in range(300):
-            if sched_file.exists() and sched_file.stat().st_size:
-                break
-            procs[0].wait(0.1) if procs[0].poll() is not None else __import__("time").sleep(0.1)
-        procs.append(subprocess.Popen(
-            [str(dask_cli), "worker", "--scheduler-file", str(sched_file), "--nworkers", "2",
-             "--nthreads", "1", "--no-dashboard", "--local-directory", str(tmp_path / "w")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        with Client(scheduler_file=str(sched_file), timeout="30s") as client:
-            client.wait_for_workers(2, timeout=60)
-            address = client.scheduler.address
+    with cluster.dask_cluster(tmp_path, 2) as (address, _):
         yield address
-    finally:
-        for p in reversed(procs):
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
 
 
 def _outs(clone: Path, stages: tuple[str, ...]) -> dict:

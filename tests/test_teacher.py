@@ -17,6 +17,7 @@ from echodfkd.teacher import archs, build, checkpoint, fusion, infer, model, out
 from echodfkd.teacher import members as mem
 from echodfkd.data.store import (finish_frame_store, init_frame_store, open_frames, open_masks,
                             partial_path, teacher_covers)
+from cluster import dask_cluster
 from params import write_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -587,13 +588,9 @@ def test_a_worker_killed_mid_run_leaves_the_other_to_finish(tmp_path):
     import threading
 
     import zarr
-    from distributed import Client
 
     from echodfkd.teacher.unet import UNet
 
-    dask_cli = Path(sys.executable).parent / "dask"
-    if not dask_cli.exists():
-        pytest.skip(f"no dask command line at {dask_cli}")
     torch.manual_seed(0)
     checkpoint.save_teacher(tmp_path / "t.pt", "unet", {"width": 8, "depth": 3},
                             UNet(width=8, depth=3))
@@ -602,22 +599,7 @@ def test_a_worker_killed_mid_run_leaves_the_other_to_finish(tmp_path):
     kw = dict(block_frames=256, batch_size=16, device="cpu", amp=False, progress=False)
     ref = infer.infer_teacher(members, store, tmp_path / "ref.zarr", scheduler="", workers=1,
                               **kw)
-    sched_file = tmp_path / "scheduler.json"
-    quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    procs = [subprocess.Popen([str(dask_cli), "scheduler", "--host", "127.0.0.1", "--port", "0",
-                               "--no-dashboard", "--scheduler-file", str(sched_file)], **quiet)]
-    try:
-        while not (sched_file.exists() and sched_file.stat().st_size):
-            assert procs[0].poll() is None, "dask scheduler exited"
-            time.sleep(0.1)
-        for _ in range(2):
-            procs.append(subprocess.Popen(
-                [str(dask_cli), "worker", "--scheduler-file", str(sched_file), "--nthreads", "1",
-                 "--no-nanny", "--no-dashboard", "--local-directory", str(tmp_path / "w")],
-                **quiet))
-        with Client(scheduler_file=str(sched_file), timeout="30s") as client:
-            client.wait_for_workers(2, timeout=60)
-            address = client.scheduler.address
+    with dask_cluster(tmp_path, 2, nanny=False) as (address, workers):
         out, result = tmp_path / "m.zarr", {}
 
         def run():
@@ -640,16 +622,12 @@ def test_a_worker_killed_mid_run_leaves_the_other_to_finish(tmp_path):
             time.sleep(0.05)
         done_at_kill = len(zarr.open_group(str(staging), mode="r").attrs["done_blocks"])
         assert thread.is_alive() and 1 <= done_at_kill < 8, done_at_kill   # mid-run
-        procs[1].send_signal(signal.SIGKILL)
+        workers[0].send_signal(signal.SIGKILL)
         thread.join(180)
         assert "error" not in result, result.get("error")
         masks = result["store"].masks[:]
         np.testing.assert_array_equal(masks, ref.masks[:])
-        assert procs[1].wait(5) == -signal.SIGKILL and procs[2].poll() is None
-    finally:
-        for p in reversed(procs):
-            p.kill()
-            p.wait(20)
+        assert workers[0].wait(5) == -signal.SIGKILL and workers[1].poll() is None
 
 
 def test_blocks_run_in_pieces_with_the_same_masks(tmp_path, monkeypatch):

@@ -95,7 +95,7 @@ class EvaluateConfig:
 
     def __post_init__(self) -> None:
         _check_threshold(self.threshold)
-        CollapseLimits(self.collapse_empty, self.collapse_area_ratio, self.collapse_drift)
+        self.collapse  # building the limits checks them (CollapseLimits.__post_init__)
         if self.n_examples < 0:
             raise InputError(f"evaluate.n_examples must be >= 0, got {self.n_examples!r}")
         if self.videos not in VIDEO_CHOICES:

@@ -143,6 +143,11 @@ def safe_video_name(file_name: str) -> str:
     return f"{kept[:80]}-{digest}"
 
 
+def video_anchor(file_name: str) -> str:
+    """The HTML id of a video's gallery item (linked from the tables): ``video-<stem>``."""
+    return "video-" + safe_video_name(file_name)
+
+
 def split_metrics(metrics: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Split a metrics.json record into the student's keys and the teacher's.
 
@@ -289,7 +294,7 @@ def _per_video_table(per_video: pd.DataFrame, videos: Mapping[str, str]) -> tupl
         cells = [_cell(record[c], c) for c in columns]
         cells[0] = {"text": name, "sort": name}
         rows.append({"name": name, "cells": cells,
-                     "anchor": ("video-" + safe_video_name(name)) if name in videos else None})
+                     "anchor": video_anchor(name) if name in videos else None})
     return {"columns": header}, rows
 
 
@@ -313,24 +318,27 @@ def _video_items(videos: Mapping[str, str], order: Sequence[str]) -> list[dict]:
             raise InputError(f"videos[{name!r}]: {str(videos[name])!r} is neither a video "
                              f"({', '.join(sorted(VIDEO_SUFFIXES))}) nor an animated image "
                              f"({', '.join(sorted(IMAGE_SUFFIXES))})")
-        items.append({"name": str(name), "anchor": "video-" + safe_video_name(str(name)),
+        items.append({"name": str(name), "anchor": video_anchor(str(name)),
                       "url": url, "kind": kind, "mime": mime})
     return items
 
 
-def _collapsed_items(per_video: pd.DataFrame, videos: Mapping[str, str]) -> list[dict]:
-    """Videos flagged as collapsed (a non-empty ``collapse`` cell), in table order."""
+def collapsed_videos(per_video: pd.DataFrame) -> list[tuple[str, str]]:
+    """``(FileName, why)`` of the videos a per-video table flags as collapsed (a non-empty
+    ``collapse`` cell; empty, blank or NaN after a CSV round trip is not flagged), in row
+    order; [] when the table has no ``collapse`` column."""
     if "collapse" not in per_video.columns:
         return []
-    items = []
-    for record in per_video.to_dict("records"):
-        why = record["collapse"]
-        if _is_missing(why):
-            continue
-        name = str(record["FileName"])
-        items.append({"name": name, "reason": str(why),
-                      "anchor": ("video-" + safe_video_name(name)) if name in videos else None})
-    return items
+    return [(str(name), str(why)) for name, why in zip(per_video["FileName"],
+                                                        per_video["collapse"])
+            if not _is_missing(why)]
+
+
+def _collapsed_items(per_video: pd.DataFrame, videos: Mapping[str, str]) -> list[dict]:
+    """Videos flagged as collapsed, in table order, linked to their video when rendered."""
+    return [{"name": name, "reason": why,
+             "anchor": video_anchor(name) if name in videos else None}
+            for name, why in collapsed_videos(per_video)]
 
 
 def _skipped_items(skipped: Sequence) -> list[dict]:
@@ -495,7 +503,7 @@ def render_student_page(*, name: str, metrics: Mapping[str, Any],
         headline=_headline_rows(metrics, teacher_metrics), has_teacher=bool(teacher_metrics),
         table=table, rows=rows, videos=_video_items(videos, [r["name"] for r in rows]),
         skipped=_skipped_items(skipped), plots=_plot_items(plots),
-        collapsed=_collapsed_items(per_video, videos if isinstance(videos, Mapping) else {}),
+        collapsed=_collapsed_items(per_video, videos),
         charts=_training_charts(training_curves),
         index_href=_relative_url(index_href, "index_href") if index_href else None)
 

@@ -78,7 +78,8 @@ def cycle_length(area: np.ndarray, min_lag: int = 4, min_peak: float = 0.3) -> i
     power = float(np.dot(x, x)) / n
     if power <= 1e-12 * max(1.0, float(np.abs(a).max()) ** 2):
         return None
-    r = np.array([np.dot(x[:-k], x[k:]) / (n - k) for k in range(1, n // 2 + 1)]) / power
+    lags = np.arange(1, n // 2 + 1)
+    r = np.correlate(x, x, "full")[n:n + n // 2] / (n - lags) / power   # r[k - 1]: lag k
     peaks = [k for k in range(max(min_lag, 2), n // 2)
              if r[k - 1] >= r[k - 2] and r[k - 1] > r[k] and r[k - 1] >= min_peak]
     if not peaks:

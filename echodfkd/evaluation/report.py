@@ -27,7 +27,7 @@ from echodfkd.data.store import FrameStore, MaskStore, commit, partial_path
 from echodfkd.errors import InputError
 from echodfkd.evaluation import video as V
 from echodfkd.evaluation.evaluate import VIDEO_CHOICES, _resolve_tracing, _tracings_by_video
-from echodfkd.evaluation.html import safe_video_name
+from echodfkd.evaluation.html import collapsed_videos, safe_video_name
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +53,7 @@ def videos_to_render(per_video: pd.DataFrame, videos: str, n_examples: int) -> l
                          f"got {videos!r}")
     if videos == "all":
         return per_video["FileName"].astype(str).tolist()
-    names = []
-    if "collapse" in per_video.columns:
-        flagged = per_video["collapse"].fillna("").astype(str).str.strip() != ""
-        names = per_video.loc[flagged, "FileName"].astype(str).tolist()[:n_examples]
+    names = [name for name, _ in collapsed_videos(per_video)][:n_examples]
     return names + [n for n in V.select_examples(per_video, n_examples) if n not in names]
 
 
