@@ -328,6 +328,49 @@ def test_resume_skips_finished_blocks(tmp_path):
     assert len(other.calls) == 4
 
 
+class HoldBack(Counting):
+    """Holds the block starting at ``start`` back until the ``others`` other blocks have
+    finished."""
+
+    def __init__(self, start, others):
+        super().__init__()
+        import threading
+        self.start, self.others, self.lock = start, others, threading.Lock()
+        self.finished, self.others_done = 0, threading.Event()
+
+    def predict_block(self, frames, start, stop, videos, **kw):
+        if start == self.start:
+            assert self.others_done.wait(10)
+        out = super().predict_block(frames, start, stop, videos, **kw)
+        if start != self.start:
+            with self.lock:
+                self.finished += 1
+                if self.finished == self.others:
+                    self.others_done.set()
+        return out
+
+
+def test_store_bytes_do_not_depend_on_which_block_finishes_first(tmp_path):
+    """Blocks finish in any order on threads or a cluster; the store (masks and attributes,
+    e.g. the per-block hashes) must be the same bytes whichever block finishes last."""
+    store, _ = make_store(tmp_path / "f.zarr", lengths=(6, 6, 4))  # 16 frames, 4 blocks
+    kw = dict(block_frames=4, batch_size=64, device="cpu", scheduler="", progress=False,
+              amp=False)
+
+    def files(p):
+        return {f.relative_to(p): f.read_bytes() for f in sorted(p.rglob("*")) if f.is_file()}
+
+    infer.infer_teacher([Counting()], store, tmp_path / "ref.zarr", workers=1, **kw)
+    ref = files(tmp_path / "ref.zarr")
+    for start in (0, 12):
+        late = HoldBack(start, others=3)
+        out = tmp_path / f"late{start}.zarr"
+        infer.infer_teacher([late], store, out, workers=2, **kw)
+        assert late.calls[-1] == (start, start + 4)  # that block did finish last
+        got = files(out)
+        assert got.keys() == ref.keys() and all(got[k] == ref[k] for k in ref), start
+
+
 def test_resume_restarts_when_frames_change(tmp_path):
     """Interrupted, then two videos replaced (same lengths) and re-ingested: the rerun must not
     keep any mask computed on the old frames."""

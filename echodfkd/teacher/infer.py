@@ -171,7 +171,10 @@ def infer_teacher(members: Sequence[Member], frames_store: FrameStore | str | os
         if isinstance(result, tuple) and len(result) == 4 and result[0] == _BLOCK_TAG:
             done.add((int(result[1]), int(result[2])))
             block_sha[str(int(result[1]))] = str(result[3])
-            group.attrs.update({"block_sha": block_sha,
+            # by block start, not completion order: the same store bytes whichever block
+            # (thread, cluster worker) finishes first
+            group.attrs.update({"block_sha": dict(sorted(block_sha.items(),
+                                                         key=lambda kv: int(kv[0]))),
                                 "done_blocks": [list(b) for b in sorted(done)]})
             bar.update(1)
 
