@@ -85,8 +85,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--videos", type=int, default=160)
     ap.add_argument("--frames", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--shard-frames", type=int, default=2048)
-    ap.add_argument("--chunk-frames", type=int, default=128)
+    ap.add_argument("--shard-frames", type=int, default=0, help="0: params.yaml's")
+    ap.add_argument("--chunk-frames", type=int, default=0, help="0: params.yaml's")
     args = ap.parse_args(argv)
     cv2.setNumThreads(1)
     work = Path(tempfile.mkdtemp(prefix="bench_ingest_"))
@@ -96,15 +96,16 @@ def main(argv: list[str] | None = None) -> None:
             make_source(src, args.videos, args.frames)
         paths = sorted((src / "Videos").glob("*.avi"))
         # the pipeline's bad-row limit and tracing policy (params.yaml ``ingest``)
-        params = read_params(("ingest.max_bad_fraction", "ingest.tracing_policy"),
-                             ROOT / "params.yaml")
+        params = read_params(("ingest.max_bad_fraction", "ingest.tracing_policy",
+                              "ingest.shard_frames", "ingest.chunk_frames"), ROOT / "params.yaml")
         settings = {"max_bad_fraction": params.value("ingest.max_bad_fraction", float),
-                    "tracing_policy": params.value("ingest.tracing_policy", str)}
+                    "tracing_policy": params.value("ingest.tracing_policy", str),
+                    "shard_frames": args.shard_frames or params.value("ingest.shard_frames", int),
+                    "chunk_frames": args.chunk_frames or params.value("ingest.chunk_frames", int)}
 
         def ingest(workers: int):
             return lambda: ingest_source(
                 src, work / f"out{workers}.zarr", workers=workers, scheduler="", progress=False,
-                shard_frames=args.shard_frames, chunk_frames=args.chunk_frames,
                 **settings).frames
 
         methods = {"plain cv2 (1 thread)": lambda: plain_cv2(paths),
@@ -122,7 +123,8 @@ def main(argv: list[str] | None = None) -> None:
                           statistics.median(frames / r[1] for r in rs),
                           statistics.median(frames / max(r[2], 1e-9) for r in rs))
         base = rows["plain cv2 (1 thread)"]
-        print(f"{len(paths)} videos, {base[0]} frames, {args.rounds} rounds, "
+        print(f"{len(paths)} videos, {base[0]} frames, {settings['shard_frames']}-frame shards, "
+              f"{args.rounds} rounds, "
               f"{os.cpu_count()} CPUs (medians; the machine may be shared)")
         print(f"{'method':24s} {'frames':>7s} {'wall s':>7s} {'frames/s':>9s} {'ratio':>6s} "
               f"{'frames/CPU-s':>13s} {'ratio':>6s}")

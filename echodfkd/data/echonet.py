@@ -332,20 +332,23 @@ def fill_polygon(r: np.ndarray, c: np.ndarray,
     minc, maxc = int(max(0.0, c.min())), min(shape[1] - 1, int(math.ceil(c.max())))
     if minr > maxr or minc > maxc:
         return mask
-    y = np.arange(minr, maxr + 1, dtype=np.float64)[:, None]
-    x = np.arange(minc, maxc + 1, dtype=np.float64)[None, :]
+    y = np.arange(minr, maxr + 1, dtype=np.float64)[None, :, None]
+    x = np.arange(minc, maxc + 1, dtype=np.float64)[None, None, :]
     on_vertex = np.zeros((y.size, x.size), dtype=bool)
     r_cross = np.zeros((y.size, x.size), dtype=np.int32)
     l_cross = np.zeros((y.size, x.size), dtype=np.int32)
-    x1, y1 = c[-1] - x, r[-1] - y
+    # every edge (vertex i-1 -> vertex i) at once, in groups that bound the temporaries
+    # (edges x box pixels); elementwise the same arithmetic as one edge at a time
+    prev_r, prev_c = np.roll(r, 1), np.roll(c, 1)
+    group = max(1, (1 << 20) // (y.size * x.size))
     with np.errstate(divide="ignore", invalid="ignore"):
-        for i in range(r.size):
-            x0, y0 = c[i] - x, r[i] - y
-            on_vertex |= (x0 == 0) & (y0 == 0)
+        for a in range(0, r.size, group):
+            x0, y0 = c[a:a + group, None, None] - x, r[a:a + group, None, None] - y
+            x1, y1 = prev_c[a:a + group, None, None] - x, prev_r[a:a + group, None, None] - y
+            on_vertex |= ((x0 == 0) & (y0 == 0)).any(axis=0)
             eval_x = (x0 * y1 - x1 * y0) / (y1 - y0)
-            r_cross += ((y0 > 0) != (y1 > 0)) & (eval_x > 0)
-            l_cross += ((y0 < 0) != (y1 < 0)) & (eval_x < 0)
-            x1, y1 = x0, y0
+            r_cross += (((y0 > 0) != (y1 > 0)) & (eval_x > 0)).sum(axis=0, dtype=np.int32)
+            l_cross += (((y0 < 0) != (y1 < 0)) & (eval_x < 0)).sum(axis=0, dtype=np.int32)
     inside = on_vertex | ((r_cross % 2) != (l_cross % 2)) | (r_cross % 2 == 1)
     mask[minr:maxr + 1, minc:maxc + 1] = inside
     return mask

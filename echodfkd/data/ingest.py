@@ -4,8 +4,10 @@ Videos are decoded in parallel by dask tasks (local threads, or the workers of a
 ``dask.distributed`` scheduler) in batches, with a bounded number of batches in flight.
 The driver receives the decoded videos in FileList order, appends them to shard-sized
 buffers and writes each shard exactly once, whole, in order: no two writers ever touch the
-same shard, memory stays bounded (in-flight batches plus at most three shard buffers per
-array) and the store is byte-identical for identical inputs.
+same shard, memory stays bounded (``IN_FLIGHT`` batches of decoded frames plus at most
+``MAX_PENDING_SHARDS + 1`` shard buffers per array) and the store is byte-identical for
+identical inputs. The writer thread also hashes the frames on their way in (the store's
+``content_sha``), so the store is never read back.
 
 Speed: OpenCV releases the GIL on every call (twice per decoded frame), so the decoding
 threads lose time to any GIL-holding Python elsewhere in the process. The driver therefore
@@ -17,6 +19,7 @@ plain cv2 decoding.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -240,16 +243,28 @@ def _batches(items: list[_Item], frames_hint: list[float], target_frames: int,
     return out
 
 
+#: Memory bounds of the driver (measured with ``bench/scale.py --quick``: peak RSS x1.10 for
+#: 8x the data with 512-frame shards, where 3 batches of 512 frames per worker, two pending
+#: shards per array and 2048-frame shards gave x1.61; throughput unchanged, bench/ingest.py).
+#: Shards handed to the writer thread and not yet written, per array (besides the one filling).
+MAX_PENDING_SHARDS = 1
+#: Decoding batches in flight, and decoded frames per batch per worker thread.
+IN_FLIGHT = 2
+BATCH_FRAMES = 256
+
+
 class _ShardAppender:
     """Appends frames to a uint8 (N, 112, 112) zarr array, growing it one whole shard at a
     time, so that every shard file is written exactly once and never read back.
 
     Full shards are handed to ``writer`` (one thread shared by all appenders: the single
-    writer, in order) so that compression overlaps with decoding; at most two shards per
-    array wait for it.
+    writer, in order) so that compression overlaps with decoding; at most
+    ``MAX_PENDING_SHARDS`` shards per array wait for it. With ``digest``, the writer also
+    hashes the frames in order (:meth:`hexdigest` then equals
+    :func:`echodfkd.data.store.content_sha` of the array, without a second pass over the store).
     """
 
-    def __init__(self, array: zarr.Array, writer: ThreadPoolExecutor):
+    def __init__(self, array: zarr.Array, writer: ThreadPoolExecutor, digest: bool = False):
         # Skipping all-zero chunks costs a full comparison per chunk (as much as zstd):
         # write every chunk instead.
         self.array = array.with_config({"write_empty_chunks": True})
@@ -260,6 +275,7 @@ class _ShardAppender:
         self.written = 0  # frames handed to the writer
         self.pending: deque = deque()
         self.free: list[np.ndarray] = []  # buffers back from the writer, reused (no page faults)
+        self.sha = hashlib.sha256() if digest else None
 
     @property
     def size(self) -> int:
@@ -280,7 +296,7 @@ class _ShardAppender:
         start, stop = self.written, self.written + self.fill
         self.pending.append(self.writer.submit(self._write, start, stop, self.buf))
         self.written, self.fill = stop, 0
-        while len(self.pending) > 2:
+        while len(self.pending) > MAX_PENDING_SHARDS:
             self.free.append(self.pending.popleft().result())
         self.buf = self.free.pop() if self.free else np.empty_like(self.buf)
 
@@ -289,7 +305,13 @@ class _ShardAppender:
         (a whole shard, or the last one); returns ``buf`` for reuse."""
         self.array.resize((stop, FRAME_SIZE, FRAME_SIZE))
         self.array[start:stop] = buf[:stop - start]
+        if self.sha is not None:
+            self.sha.update(buf[:stop - start].data)
         return buf
+
+    def hexdigest(self) -> str:
+        """16 hex digits of the SHA-256 of every frame written (call after :meth:`finish`)."""
+        return self.sha.hexdigest()[:16]
 
     def finish(self) -> None:
         """Write the last (partial) shard and wait for every write."""
@@ -432,7 +454,7 @@ class _Assembler:
                  writer: ThreadPoolExecutor):
         self.by_name = by_name  # FileName -> FileList row (a pandas row lookup per video
         #                         costs ~0.4 ms of GIL time that the decoding thread waits for)
-        self.frames = _ShardAppender(group["frames"], writer)
+        self.frames = _ShardAppender(group["frames"], writer, digest=True)
         self.gt = _ShardAppender(group["gt_masks"], writer) if with_gt else None
         self.traced = _ShardAppender(group["traced_masks"], writer)
         self.index_rows: list[dict] = []
@@ -492,7 +514,7 @@ class _Assembler:
         extra = {}
         if self.gt is not None:
             extra["gt_events"] = _records(pd.DataFrame(self.gt_rows, columns=GT_COLUMNS))
-        finish_frame_store(group, index, traced, **extra)
+        finish_frame_store(group, index, traced, content=self.frames.hexdigest(), **extra)
         return index
 
 
@@ -524,13 +546,14 @@ def ingest_source(root: str | os.PathLike, out_path: str | os.PathLike, *,
     refused traced frames and videos absent from FileList are reported in
     ``report.skips`` (and written to ``skipped_path`` if given, also on failure).
 
-    The settings ``shard_frames`` ... ``tracing_policy`` are params.yaml's ``ingest`` section
-    (:class:`IngestConfig`), passed explicitly. Decoding runs as dask tasks (one per video) on
-    ``workers`` local threads, or on the cluster at ``scheduler`` (a ``dask.distributed``
-    address) when non-empty, in batches of ``batch_videos`` videos (None: about
-    ``512 * workers`` frames by FileList's NumberOfFrames; ``workers`` is the cluster's thread
-    count with a scheduler), three batches in flight (memory: about ``3 * 512 * workers``
-    decoded frames, plus up to three shard buffers per array); one writer thread writes whole
+    The settings ``shard_frames`` ... ``tracing_policy`` are params.yaml's ``ingest``
+    section (:class:`IngestConfig`), passed explicitly. Decoding runs as dask tasks (one per
+    video) on ``workers`` local threads, or on the cluster at ``scheduler`` (a
+    ``dask.distributed`` address) when non-empty, in batches of ``batch_videos`` videos
+    (None: about ``BATCH_FRAMES * workers`` frames by FileList's NumberOfFrames; ``workers``
+    is the cluster's thread count with a scheduler), ``IN_FLIGHT`` batches in flight
+    (memory: about ``IN_FLIGHT * BATCH_FRAMES * workers`` decoded frames, plus up to
+    ``MAX_PENDING_SHARDS + 1`` shard buffers per array); one writer thread writes whole
     shards in order. The store is built at ``partial_path(out_path)`` and committed
     atomically; raises :class:`IngestError` (leaving ``out_path`` untouched) when more than
     ``max_bad_fraction`` of the FileList rows are bad. A video (or ground-truth file) that
@@ -562,8 +585,8 @@ def ingest_source(root: str | os.PathLike, out_path: str | os.PathLike, *,
     runner = None
     bar = tqdm(total=len(items), desc=f"ingest {root.name}", unit="video", disable=not progress)
     try:
-        runner = _Runner(workers, scheduler, in_flight=3)
-        batches = _batches(items, frames_hint, 512 * runner.threads, batch_videos)
+        runner = _Runner(workers, scheduler, in_flight=IN_FLIGHT)
+        batches = _batches(items, frames_hint, BATCH_FRAMES * runner.threads, batch_videos)
         empty = pd.DataFrame({c: pd.Series(dtype="float64") for c in INDEX_COLUMNS})
         with writes:
             group = init_frame_store(staging, empty, 0, with_gt=with_gt,

@@ -301,16 +301,19 @@ def content_sha(array: zarr.Array, block_frames: int | None = None) -> str:
 
 
 def finish_frame_store(group: zarr.Group, index: pd.DataFrame, traced: pd.DataFrame,
-                       **extra_attrs) -> None:
+                       content: str | None = None, **extra_attrs) -> None:
     """Write the index attributes; call last, once every array is filled.
 
     ``attrs["fingerprint"]`` identifies the frames by layout *and content*: the hash of the
     index fingerprint (file names, frame ranges) and of the frames' bytes
     (:func:`content_sha`). Mask stores record the fingerprint of the frames they were made for,
     so a re-ingested video with the same length but other pixels invalidates them (and stops a
-    resumed teacher inference from keeping masks of the old frames).
+    resumed teacher inference from keeping masks of the old frames). ``content``: that hash
+    when the writer computed it on the way in (the same bytes in the same order, as ingest
+    does), else the frames are read back to compute it.
     """
-    content = content_sha(group["frames"])
+    if content is None:
+        content = content_sha(group["frames"])
     key = f"{fingerprint(index)}|{content}"
     group.attrs.update({
         "videos": _records(index[INDEX_COLUMNS]),
