@@ -23,6 +23,19 @@ ratios (targets: RSS ratio <= 1.3, speed ratio >= 0.8):
 
     python bench/scale.py --quick          # 12 vs 96 videos x 48 frames, a few minutes
     python bench/scale.py                  # 40 vs 320 videos x 64 frames
+
+EchoNet-scale rehearsal (issue 18): one run at a tenth of EchoNet-Synthetic, every stage with
+the pipeline's own params.yaml settings (threads, teacher batch, streaming, cache, window):
+
+    python bench/scale.py --rehearsal      # 1,000 videos x 192 frames (192k frames), ~20 min
+
+It prints, per stage, the wall time, frames/s and peak RSS, and the extrapolation to 1.9M
+frames (ingest, teacher_infer, infer and evaluate scale with the frames; train with its step
+budget, plus validation, which scales with the VAL videos); then the streaming chunk cache's
+hit rate and how long training waited for clip reads. Its last line is the headline: minutes
+end to end at 192k frames and the estimate at 1.9M. Measured on the 2-core CPU: 13.3 min end to
+end (teacher_infer 8:15 of it), ~2.0 h estimated at 1.9M frames; chunk cache hit rate 14.9%,
+training waited 2.8% of its time for reads (README, "At EchoNet scale").
 """
 
 from __future__ import annotations
@@ -81,9 +94,14 @@ def _child(stage: str, spec: dict) -> dict:
             from echodfkd.teacher.infer import infer_teacher
             from echodfkd.teacher.members import load_members
 
-            params = _params("teacher.device", "teacher_infer.workers", "ingest.scheduler")
+            from echodfkd.runtime import teacher_batch
+
+            params = _params("teacher.device", "teacher_infer", "ingest.scheduler")
+            device = params.value("teacher.device", str)
             infer_teacher(load_members(ROOT / "models" / "teacher"), frames, teacher,
-                          batch_size=64, device=params.value("teacher.device", str), amp=False,
+                          batch_size=teacher_batch(params.value("teacher_infer.batch", int),
+                                                   device),
+                          device=device, amp=params.value("teacher_infer.amp", bool),
                           scheduler=params.value("ingest.scheduler", str),
                           workers=params.value("teacher_infer.workers", int), progress=False)
             return {"note": "models/teacher"}
@@ -141,6 +159,127 @@ def _child(stage: str, spec: dict) -> dict:
     raise SystemExit(f"unknown stage {stage!r}")
 
 
+def _rehearsal_child(stage: str, spec: dict) -> dict:
+    """One rehearsal stage with params.yaml's settings; returns frames processed and extras."""
+    import threading
+    from dataclasses import asdict
+
+    from echodfkd.data.store import open_frames, open_masks
+    from echodfkd.runtime import set_threads
+
+    d = Path(spec["dir"])
+    frames, teacher, student = d / "frames.zarr", d / "teacher.zarr", d / "student.zarr"
+    params = _params("seed", "ingest", "teacher.device", "teacher_infer", "train", "student",
+                     "infer", "evaluate.threshold", "evaluate.collapse_empty",
+                     "evaluate.collapse_area_ratio", "evaluate.collapse_drift")
+    set_threads(params.value("train.threads", int))
+    if stage == "ingest":
+        from echodfkd.data.ingest import IngestConfig, ingest_source
+
+        ingest_source(d / "raw", frames, **asdict(params.config("ingest", IngestConfig)),
+                      progress=False)
+        return {"frames": int(open_frames(frames).frames.shape[0])}
+    if stage == "teacher_infer":
+        from echodfkd.runtime import teacher_batch
+        from echodfkd.teacher.infer import infer_teacher
+        from echodfkd.teacher.members import load_members
+
+        device = params.value("teacher.device", str)
+        infer_teacher(load_members(ROOT / "models" / "teacher"), frames, teacher,
+                      batch_size=teacher_batch(params.value("teacher_infer.batch", int), device),
+                      device=device, amp=params.value("teacher_infer.amp", bool),
+                      scheduler=params.value("ingest.scheduler", str),
+                      workers=params.value("teacher_infer.workers", int), progress=False)
+        return {"frames": int(open_frames(frames).frames.shape[0])}
+    if stage == "train":
+        import echodfkd.student.train as train_module
+        from echodfkd.student.clips import StreamingClips
+        from echodfkd.student.shape import StudentShape
+        from echodfkd.student.train import Source, TrainConfig, train_student
+
+        config = params.config("train", TrainConfig)
+        # instrumentation (this process only): time spent validating, reading clips in the
+        # reader threads, and waiting in the training loop for the next batch's clips
+        spent = {"validate": 0.0, "read": 0.0, "wait": 0.0}
+        lock = threading.Lock()
+        validate, read, prefetch = (train_module.validate, StreamingClips.read,
+                                    train_module.prefetch)
+
+        def timed_validate(*args, **kw):
+            t = time.perf_counter()
+            try:
+                return validate(*args, **kw)
+            finally:
+                spent["validate"] += time.perf_counter() - t
+
+        def timed_read(self, *args, **kw):
+            t = time.perf_counter()
+            try:
+                return read(self, *args, **kw)
+            finally:
+                if threading.current_thread().name.startswith("clips"):
+                    with lock:
+                        spent["read"] += time.perf_counter() - t
+
+        def timed_prefetch(*args, **kw):
+            it = prefetch(*args, **kw)
+            while True:
+                t = time.perf_counter()
+                try:
+                    item = next(it)
+                except StopIteration:
+                    return
+                spent["wait"] += time.perf_counter() - t
+                yield item
+
+        train_module.validate, train_module.prefetch = timed_validate, timed_prefetch
+        StreamingClips.read = timed_read
+        t0 = time.perf_counter()
+        res = train_student([Source(str(frames), str(teacher), ("TRAIN",))],
+                            [Source(str(frames), str(teacher), ("VAL",))],
+                            params.config("student", StudentShape), config,
+                            params.value("seed", int), d / "student.ckpt" / "last.pt",
+                            progress=False)
+        wall = time.perf_counter() - t0
+        from echodfkd.student.files import save_student
+
+        save_student(d / "student.pt", res.model, res.meta)
+        m = res.meta
+        L = config.sequence_length
+        train_frames = m["epochs_run"] * m["steps_per_epoch"] * config.batch * L
+        val_frames = m["epochs_run"] * m["val_clips"] * L
+        return {"frames": train_frames + val_frames, "train_frames": train_frames,
+                "val_frames": val_frames, "val_videos": m["val_videos"], "wall_in": wall,
+                "epochs": m["epochs_run"], "path": m["data_path"],
+                "cache": m.get("chunk_cache"), **{f"{k}_s": v for k, v in spent.items()}}
+    if stage == "infer":
+        from echodfkd.student.infer import InferConfig, infer_store
+
+        cfg = params.config("infer", InferConfig)
+        infer_store(d / "student.pt", frames, student, chunk=cfg.chunk, window=cfg.window,
+                    warmup=cfg.warmup, videos_per_batch=cfg.videos_per_batch or None,
+                    device=cfg.device, shard_frames=params.value("ingest.shard_frames", int),
+                    chunk_frames=params.value("ingest.chunk_frames", int), splits=["TEST"],
+                    progress=False)
+        idx = open_frames(frames).index
+        return {"frames": int((idx.stop - idx.start)[idx.Split == "TEST"].sum())}
+    if stage == "evaluate":
+        from echodfkd.evaluation.evaluate import CollapseLimits, evaluate_source
+
+        fs = open_frames(frames)
+        rows, summary = evaluate_source(
+            fs, open_masks(student, fs), teacher=open_masks(teacher, fs), split="TEST",
+            threshold=params.value("evaluate.threshold", float),
+            collapse=CollapseLimits(*(params.value(f"evaluate.collapse_{k}", float)
+                                      for k in ("empty", "area_ratio", "drift"))),
+            progress=False)
+        idx = fs.index
+        return {"frames": int((idx.stop - idx.start)[idx.Split == "TEST"].sum()),
+                **{k: round(float(summary[k]), 3) for k in ("dice", "dice_teacher")
+                   if k in summary}, "n_collapsed": summary.get("n_collapsed")}
+    raise SystemExit(f"unknown rehearsal stage {stage!r}")
+
+
 # ---------------------------------------------------------------------------- parent side
 
 def measure(stage: str, spec: dict) -> dict:
@@ -159,6 +298,66 @@ def measure(stage: str, spec: dict) -> dict:
     return res
 
 
+ECHONET_FRAMES = 1.9e6  # EchoNet-Synthetic: about 10,000 videos x 192 frames
+
+
+def _clock(seconds: float) -> str:
+    """``h:mm:ss`` (or ``m:ss`` under an hour)."""
+    m, sec = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
+
+
+def rehearsal(videos: int, frames: int, work: Path) -> None:
+    """Build ``videos`` x ``frames`` phantom videos and run every stage once (module doc)."""
+    spec = {"dir": str(work), "videos": videos, "frames": frames, "threads": 1}
+    work.mkdir(parents=True, exist_ok=True)
+    t = time.perf_counter()
+    if not (work / "raw" / "FileList.csv").exists():
+        measure("phantom", spec)
+    print(f"phantom: {videos} videos x {frames} frames ({_clock(time.perf_counter() - t)}, "
+          f"not a pipeline stage)", file=sys.stderr, flush=True)
+    stages = ["ingest", "teacher_infer", "train", "infer", "evaluate"]
+    res = {}
+    for s in stages:
+        res[s] = measure("rehearsal_" + s, spec)
+        print(f"  {s}: {_clock(res[s]['wall_s'])}, {res[s]['rss_mb']:.0f} MiB",
+              file=sys.stderr, flush=True)
+    total = res["ingest"]["frames"]
+    scale = ECHONET_FRAMES / total
+    print(f"EchoNet-scale rehearsal: {videos} phantom videos x {frames} frames = {total:,} "
+          f"frames (train/val/test 4:1:1), params.yaml settings, {os.cpu_count()} cores")
+    print(f"{'stage':<14}{'wall':>9}{'frames':>10}{'frames/s':>10}{'peak RSS MiB':>14}"
+          f"{'at 1.9M frames':>16}")
+    estimate = 0.0
+    for s in stages:
+        r = res[s]
+        if s == "train":  # the step budget does not grow with the data; validation does
+            val = r["validate_s"]
+            at = (r["wall_s"] - val) + val * scale
+        else:
+            at = r["wall_s"] * scale
+        estimate += at
+        print(f"{s:<14}{_clock(r['wall_s']):>9}{r['frames']:>10,}"
+              f"{r['frames'] / r['wall_s']:>10.0f}{r['rss_mb']:>14.0f}{_clock(at):>16}")
+    tr = res["train"]
+    cache = tr.get("cache") or {}
+    looked = cache.get("hits", 0) + cache.get("misses", 0)
+    hit = f"{cache['hits'] / looked:.1%} of {looked:,} chunk look-ups" if looked else "n/a"
+    print(f"train: {tr['epochs']} epochs, {tr['train_frames']:,} training + "
+          f"{tr['val_frames']:,} validation frames ({tr['val_videos']} VAL videos; validation "
+          f"{tr['validate_s']:.0f} s of {tr['wall_in']:.0f} s), data path {tr['path']}")
+    print(f"train streaming: chunk cache hit rate {hit}; reader threads spent "
+          f"{tr['read_s']:.0f} s reading clips; the training loop waited {tr['wait_s']:.1f} s "
+          f"for them ({tr['wait_s'] / max(tr['wall_in'] - tr['validate_s'], 1e-9):.1%} of its "
+          f"training time)")
+    print(f"evaluate: Dice {res['evaluate'].get('dice')}, collapsed videos "
+          f"{res['evaluate'].get('n_collapsed')}")
+    wall = sum(r["wall_s"] for r in res.values())
+    print(f"rehearsal: {total:,} frames end to end in {wall / 60:.1f} min; estimated "
+          f"{estimate / 3600:.1f} h at 1.9M frames on this machine")
+
+
 def same_weights(a: Path, b: Path) -> bool:
     import torch
 
@@ -170,8 +369,10 @@ def same_weights(a: Path, b: Path) -> bool:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="12 vs 96 videos x 48 frames")
-    p.add_argument("--videos", type=int, default=40, help="videos at 1x (without --quick)")
-    p.add_argument("--frames", type=int, default=64, help="frames per video (without --quick)")
+    p.add_argument("--rehearsal", action="store_true",
+                   help="one run of every stage at --videos x --frames (default 1000 x 192)")
+    p.add_argument("--videos", type=int, help="videos at 1x (default 40; rehearsal 1000)")
+    p.add_argument("--frames", type=int, help="frames per video (default 64; rehearsal 192)")
     p.add_argument("--steps", type=int, default=20, help="training steps per epoch")
     p.add_argument("--cache-mb", type=float, default=64.0, help="streaming chunk cache")
     p.add_argument("--workers", type=int, default=1, help="streaming reader threads")
@@ -182,12 +383,17 @@ def main(argv: list[str] | None = None) -> None:
     if a.child:
         import resource
 
-        res = _child(a.child[0], json.loads(a.child[1]))
+        stage, spec = a.child[0], json.loads(a.child[1])
+        res = (_rehearsal_child(stage.removeprefix("rehearsal_"), spec)
+               if stage.startswith("rehearsal_") else _child(stage, spec))
         res["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps(res))
         return
-    videos, frames = (12, 48) if a.quick else (a.videos, a.frames)
     work = Path(a.workdir or tempfile.mkdtemp(prefix="scale_"))
+    if a.rehearsal:
+        rehearsal(a.videos or 1000, a.frames or 192, work)
+        return
+    videos, frames = (12, 48) if a.quick else (a.videos or 40, a.frames or 64)
     stages = ["ingest", "teacher_infer", "train_stream", "train_ram", "infer", "evaluate"]
     table: dict[str, dict[int, dict]] = {s: {} for s in stages}
     for scale in (1, 8):
