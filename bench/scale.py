@@ -64,6 +64,55 @@ def _layout() -> dict:
     return {k: params.value(f"ingest.{k}", int) for k in ("shard_frames", "chunk_frames")}
 
 
+# ------------------------------------------- stages with the pipeline's settings (both modes)
+
+def _ingest(raw: Path, frames: Path, **over) -> None:
+    """ingest_source with params.yaml's ``ingest`` section (``over`` replaces keys)."""
+    from dataclasses import asdict, replace
+
+    from echodfkd.data.ingest import IngestConfig, ingest_source
+
+    cfg = replace(_params("ingest").config("ingest", IngestConfig), **over)
+    ingest_source(raw, frames, **asdict(cfg), progress=False)
+
+
+def _teacher_infer(frames: Path, teacher: Path) -> None:
+    """The repo's models/teacher over every frame, as the teacher_infer stage runs it."""
+    from echodfkd.runtime import teacher_batch
+    from echodfkd.teacher.infer import infer_teacher
+    from echodfkd.teacher.members import load_members
+
+    params = _params("teacher.device", "teacher_infer", "ingest.scheduler")
+    device = params.value("teacher.device", str)
+    infer_teacher(load_members(ROOT / "models" / "teacher"), frames, teacher,
+                  batch_size=teacher_batch(params.value("teacher_infer.batch", int), device),
+                  device=device, amp=params.value("teacher_infer.amp", bool),
+                  scheduler=params.value("ingest.scheduler", str),
+                  workers=params.value("teacher_infer.workers", int), progress=False)
+
+
+def _evaluate(frames: Path, pred: Path, teacher: Path) -> dict:
+    """evaluate_source on TEST with params.yaml's ``evaluate`` threshold and collapse
+    limits; returns its summary."""
+    from echodfkd.data.store import open_frames, open_masks
+    from echodfkd.evaluation.evaluate import EvaluateConfig, evaluate_source
+
+    ev = _params("evaluate").config("evaluate", EvaluateConfig)
+    fs = open_frames(frames)
+    _, summary = evaluate_source(fs, open_masks(pred, fs), teacher=open_masks(teacher, fs),
+                                 split="TEST", threshold=ev.threshold, collapse=ev.collapse,
+                                 progress=False)
+    return summary
+
+
+def _test_frames(frames: Path) -> int:
+    """Frames of the TEST split's videos."""
+    from echodfkd.data.store import open_frames
+
+    idx = open_frames(frames).index
+    return int((idx.stop - idx.start)[idx.Split == "TEST"].sum())
+
+
 # ----------------------------------------------------------------------------- child side
 
 def _child(stage: str, spec: dict) -> dict:
@@ -82,28 +131,11 @@ def _child(stage: str, spec: dict) -> dict:
                      n_frames=spec["frames"], progress=False)
         return {}
     if stage == "ingest":
-        from dataclasses import asdict, replace
-
-        from echodfkd.data.ingest import IngestConfig, ingest_source
-
-        cfg = replace(_params("ingest").config("ingest", IngestConfig), workers=2)
-        ingest_source(d / "raw", frames, **asdict(cfg), progress=False)
+        _ingest(d / "raw", Path(frames), workers=2)
         return {}
     if stage == "teacher_infer":
         try:
-            from echodfkd.teacher.infer import infer_teacher
-            from echodfkd.teacher.members import load_members
-
-            from echodfkd.runtime import teacher_batch
-
-            params = _params("teacher.device", "teacher_infer", "ingest.scheduler")
-            device = params.value("teacher.device", str)
-            infer_teacher(load_members(ROOT / "models" / "teacher"), frames, teacher,
-                          batch_size=teacher_batch(params.value("teacher_infer.batch", int),
-                                                   device),
-                          device=device, amp=params.value("teacher_infer.amp", bool),
-                          scheduler=params.value("ingest.scheduler", str),
-                          workers=params.value("teacher_infer.workers", int), progress=False)
+            _teacher_infer(Path(frames), Path(teacher))
             return {"note": "models/teacher"}
         except Exception as exc:  # the teacher package is being reworked: a stand-in
             from echodfkd.data.store import init_mask_store, open_frames
@@ -147,14 +179,7 @@ def _child(stage: str, spec: dict) -> dict:
                     splits=["TEST"], progress=False)
         return {}
     if stage == "evaluate":
-        from echodfkd.evaluation.evaluate import CollapseLimits, evaluate_source
-        from echodfkd.data.store import open_frames, open_masks
-
-        fs = open_frames(frames)
-        _, summary = evaluate_source(fs, open_masks(d / "student.zarr", fs),
-                                     teacher=open_masks(teacher, fs), split="TEST",
-                                     threshold=0.5, collapse=CollapseLimits(0.05, 2.0, 2.0),
-                                     progress=False)
+        summary = _evaluate(Path(frames), d / "student.zarr", Path(teacher))
         return {"dice": float(np.round(summary.get("dice", float("nan")), 3))}
     raise SystemExit(f"unknown stage {stage!r}")
 
@@ -162,34 +187,19 @@ def _child(stage: str, spec: dict) -> dict:
 def _rehearsal_child(stage: str, spec: dict) -> dict:
     """One rehearsal stage with params.yaml's settings; returns frames processed and extras."""
     import threading
-    from dataclasses import asdict
 
-    from echodfkd.data.store import open_frames, open_masks
+    from echodfkd.data.store import open_frames
     from echodfkd.runtime import set_threads
 
     d = Path(spec["dir"])
     frames, teacher, student = d / "frames.zarr", d / "teacher.zarr", d / "student.zarr"
-    params = _params("seed", "ingest", "teacher.device", "teacher_infer", "train", "student",
-                     "infer", "evaluate.threshold", "evaluate.collapse_empty",
-                     "evaluate.collapse_area_ratio", "evaluate.collapse_drift")
+    params = _params("seed", "train", "student", "infer")
     set_threads(params.value("train.threads", int))
     if stage == "ingest":
-        from echodfkd.data.ingest import IngestConfig, ingest_source
-
-        ingest_source(d / "raw", frames, **asdict(params.config("ingest", IngestConfig)),
-                      progress=False)
+        _ingest(d / "raw", frames)
         return {"frames": int(open_frames(frames).frames.shape[0])}
     if stage == "teacher_infer":
-        from echodfkd.runtime import teacher_batch
-        from echodfkd.teacher.infer import infer_teacher
-        from echodfkd.teacher.members import load_members
-
-        device = params.value("teacher.device", str)
-        infer_teacher(load_members(ROOT / "models" / "teacher"), frames, teacher,
-                      batch_size=teacher_batch(params.value("teacher_infer.batch", int), device),
-                      device=device, amp=params.value("teacher_infer.amp", bool),
-                      scheduler=params.value("ingest.scheduler", str),
-                      workers=params.value("teacher_infer.workers", int), progress=False)
+        _teacher_infer(frames, teacher)
         return {"frames": int(open_frames(frames).frames.shape[0])}
     if stage == "train":
         import echodfkd.student.train as train_module
@@ -258,23 +268,11 @@ def _rehearsal_child(stage: str, spec: dict) -> dict:
         cfg = params.config("infer", InferConfig)
         infer_store(d / "student.pt", frames, student, chunk=cfg.chunk, window=cfg.window,
                     warmup=cfg.warmup, videos_per_batch=cfg.videos_per_batch or None,
-                    device=cfg.device, shard_frames=params.value("ingest.shard_frames", int),
-                    chunk_frames=params.value("ingest.chunk_frames", int), splits=["TEST"],
-                    progress=False)
-        idx = open_frames(frames).index
-        return {"frames": int((idx.stop - idx.start)[idx.Split == "TEST"].sum())}
+                    device=cfg.device, **_layout(), splits=["TEST"], progress=False)
+        return {"frames": _test_frames(frames)}
     if stage == "evaluate":
-        from echodfkd.evaluation.evaluate import CollapseLimits, evaluate_source
-
-        fs = open_frames(frames)
-        rows, summary = evaluate_source(
-            fs, open_masks(student, fs), teacher=open_masks(teacher, fs), split="TEST",
-            threshold=params.value("evaluate.threshold", float),
-            collapse=CollapseLimits(*(params.value(f"evaluate.collapse_{k}", float)
-                                      for k in ("empty", "area_ratio", "drift"))),
-            progress=False)
-        idx = fs.index
-        return {"frames": int((idx.stop - idx.start)[idx.Split == "TEST"].sum()),
+        summary = _evaluate(frames, student, teacher)
+        return {"frames": _test_frames(frames),
                 **{k: round(float(summary[k]), 3) for k in ("dice", "dice_teacher")
                    if k in summary}, "n_collapsed": summary.get("n_collapsed")}
     raise SystemExit(f"unknown rehearsal stage {stage!r}")
