@@ -3,7 +3,7 @@
     python stages/teacher.py --out models/teacher --frames data/frames/real.zarr
 
 Reads params.yaml ``seed`` and ``teacher`` (members, fit_source, arch, width, depth, epochs,
-batch, lr, device); ``--frames`` is the store of ``teacher.fit_source``.
+batch, lr, dice_weight, device); ``--frames`` is the store of ``teacher.fit_source``.
 
 Writes ``--out`` atomically: ``teacher.json`` (members; checkpoint paths relative to the
 directory, output folders as given), ``member<i>.pt`` per fit/checkpoint member,
@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         _, history = make_teacher_dir(
             staging, members, frames, arch=cfg.arch, width=cfg.width, depth=cfg.depth,
-            epochs=cfg.epochs, batch_size=cfg.batch, lr=cfg.lr, seed=params.value("seed", int),
+            epochs=cfg.epochs, batch_size=cfg.batch, lr=cfg.lr, dice_weight=cfg.dice_weight,
+            seed=params.value("seed", int),
             device=cfg.device)
         if history is not None:
             # Wall-clock seconds would make the git-tracked teacher differ on every refit.

@@ -486,15 +486,15 @@ def test_traced_training_set(tmp_path):
     assert build.traced_training_set(store, "TEST")[0].shape == (0, 112, 112)
 
 
-FIT = dict(arch="unet", depth=3, epochs=1, batch_size=2, lr=1e-3, device="cpu")
+FIT = dict(arch="unet", depth=3, epochs=1, batch_size=2, lr=1e-3, dice_weight=0.0, device="cpu")
 
 
 def test_make_teacher_dir_and_load_members(tmp_path, tiny_arch, monkeypatch):
     store, frames = make_store(tmp_path / "f.zarr", traced=[(0, 4, "ED"), (1, 2, "ES")])
     seen = {}
 
-    def fit_teacher(ti, tm, vi, vm, *, width, depth, epochs, batch_size, lr, seed, device,
-                    progress):
+    def fit_teacher(ti, tm, vi, vm, *, width, depth, epochs, batch_size, lr, dice_weight, seed,
+                    device, progress):
         seen.update(n_train=len(ti), n_val=len(vi), seed=seed, width=width)
         return Tiny(), pd.DataFrame({"epoch": [0, 1], "val_loss": [0.5, 0.4]})
 

@@ -63,7 +63,8 @@ def test_fit_teacher_learns_and_is_deterministic():
     torch.set_num_threads(1)
     xt, yt = discs(24, 0)
     xv, yv = discs(8, 1)
-    kw = dict(width=4, depth=2, epochs=20, batch_size=8, lr=1e-2, seed=3, progress=False)
+    kw = dict(width=4, depth=2, epochs=20, batch_size=8, lr=1e-2, dice_weight=0.5, seed=3,
+              progress=False)
     m1, h1 = fit_teacher(xt, yt, xv, yv, **kw)
     m2, h2 = fit_teacher(xt, yt, xv, yv, **kw)
     assert list(h1.columns[:4]) == ["epoch", "train_loss", "val_loss", "val_dice"]
@@ -82,7 +83,8 @@ def test_fit_teacher_learns_and_is_deterministic():
 
 def test_fit_teacher_rejects_bad_data():
     x, y = discs(4, 0)
-    kw = dict(width=8, depth=3, epochs=1, batch_size=16, lr=3e-3, seed=0, progress=False)
+    kw = dict(width=8, depth=3, epochs=1, batch_size=16, lr=3e-3, dice_weight=0.0, seed=0,
+              progress=False)
     with pytest.raises(ValueError, match="uint8"):
         fit_teacher(x.astype(np.float32), y, x, y, **kw)
     with pytest.raises(ValueError, match="0/1"):

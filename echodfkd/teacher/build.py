@@ -46,7 +46,8 @@ class TeacherConfig:
     """The ``teacher:`` section of params.yaml: the ``members`` to fuse (each ``fit``,
     ``checkpoint:<file>`` or ``outputs:<folder>``, with an optional ``@<weight>``), the
     labelled source ``fit`` members are fitted on (``fit_source``), their architecture
-    (``arch``, ``width``, ``depth``) and fitting recipe (``epochs``, ``batch``, ``lr``), and
+    (``arch``, ``width``, ``depth``) and fitting recipe (``epochs``, ``batch``, ``lr``,
+    ``dice_weight``), and
     the ``device`` for fitting and teacher_infer ("auto": CUDA when available)."""
 
     members: list[str]
@@ -57,17 +58,18 @@ class TeacherConfig:
     epochs: int
     batch: int
     lr: float
+    dice_weight: float
     device: str
 
 
 def make_teacher_dir(out_dir: str | os.PathLike, members: Sequence[Mapping[str, Any]],
                      frames: FrameStore | None, *, arch: str, width: int, depth: int,
-                     epochs: int, batch_size: int, lr: float, seed: int,
+                     epochs: int, batch_size: int, lr: float, dice_weight: float, seed: int,
                      device: str | None, progress: bool = True) -> tuple[dict, pd.DataFrame | None]:
     """Fill ``out_dir`` (normally a staging path) with ``member<i>.pt`` and ``teacher.json``.
 
     "fit" members are fitted (:func:`echodfkd.teacher.fit.fit_teacher`, architecture ``arch``
-    with ``width``/``depth``, ``epochs``/``batch_size``/``lr``) on the TRAIN split's traced frames
+    with ``width``/``depth``, ``epochs``/``batch_size``/``lr``/``dice_weight``) on the TRAIN split's traced frames
     of ``frames``, VAL for early stopping (fit member k uses ``seed + k`` unless it gives "seed");
     "checkpoint" members are converted to the project format; "outputs" members are recorded as
     given. ``device`` (``teacher.device``): where fitting runs; ``"auto"``, ``""`` or None:
@@ -88,10 +90,12 @@ def make_teacher_dir(out_dir: str | os.PathLike, members: Sequence[Mapping[str, 
             raise InputError(f"{store.path!r} has no traced TRAIN frames to fit a teacher: "
                              "set teacher.fit_source to a labelled source")
         model, hist = fit_teacher(ti, tm, vi, vm, width=width, depth=depth, epochs=epochs,
-                                  batch_size=batch_size, lr=lr, seed=member_seed,
+                                  batch_size=batch_size, lr=lr, dice_weight=dice_weight,
+                                  seed=member_seed,
                                   device=str(resolve_device(device)), progress=progress)
         meta = {"fitted_on": store.path, "frames_fingerprint": store.fingerprint,
                 "seed": member_seed, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+                "dice_weight": dice_weight,
                 "n_train": int(len(ti)), "n_val": int(len(vi))}
         return model, {"width": width, "depth": depth}, meta, pd.DataFrame(hist)
 

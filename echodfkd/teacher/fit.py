@@ -91,8 +91,8 @@ def dice_scores(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 def fit_teacher(train_images: np.ndarray, train_masks: np.ndarray, val_images: np.ndarray,
                 val_masks: np.ndarray, *, width: int, depth: int, epochs: int,
-                batch_size: int, lr: float, seed: int, device: str = "cpu",
-                patience: int = 10, dice_weight: float = 0.5, augmentation: bool = True,
+                batch_size: int, lr: float, dice_weight: float, seed: int,
+                device: str = "cpu", patience: int = 10, augmentation: bool = True,
                 progress: bool = True) -> tuple[UNet, pd.DataFrame]:
     """Fit a :class:`UNet` to segment the LV.
 
@@ -107,13 +107,14 @@ def fit_teacher(train_images: np.ndarray, train_masks: np.ndarray, val_images: n
     val_loss, val_dice (mean Dice at threshold 0.5), lr, seconds. Deterministic on CPU for
     a seed.
 
-    ``width``, ``depth``, ``epochs``, ``batch_size`` and ``lr`` are params.yaml's ``teacher``
-    section (``batch``: ``batch_size``) and ``seed`` its ``seed`` (plus the member's index),
-    passed explicitly. With params.yaml's values (width 8, depth 3, 30 epochs, batch 16, lr
-    0.003: the calibrated default teacher) and the defaults of ``patience``, ``dice_weight``
-    and ``augmentation`` here, on the real-like phantom's traced TRAIN frames (240) it reaches
-    Dice ~0.94 against the ground truth at ED/ES on TEST, in about 30 x 2 s on 2 CPU threads
-    (113k weights).
+    ``width``, ``depth``, ``epochs``, ``batch_size``, ``lr`` and ``dice_weight`` are
+    params.yaml's ``teacher`` section (``batch``: ``batch_size``) and ``seed`` its ``seed``
+    (plus the member's index), passed explicitly. With params.yaml's values (width 8, depth 3,
+    30 epochs, batch 16, lr 0.003, dice_weight 0: the calibrated default teacher, BCE only; see
+    docs/design.md §3 "The worst video" for why not BCE + Dice) and the defaults of
+    ``patience`` and ``augmentation`` here, on the real-like phantom's traced TRAIN frames it
+    reaches Dice ~0.93 against the human tracings at ED/ES on TEST, in about 30 x 2 s on 2 CPU
+    threads (113k weights).
     """
     from tqdm import tqdm
 
