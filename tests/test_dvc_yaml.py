@@ -258,6 +258,7 @@ def test_library_has_no_defaults_competing_with_params():
         clips.parse_sources: ("what",),
         train.training_loss: ("loss", "dice_weight"),
         train.draw_augment: ("strength", "sharpen"),
+        train.draw_spatial: ("strength",),
         train.augment_ranges: ("strength",),
         fit.fit_teacher: ("width", "depth", "epochs", "lr", "batch_size", "dice_weight",
                           "seed"),

@@ -583,7 +583,8 @@ def test_config_hash_covers_what_is_learnt_not_how_it_is_read():
 
 def test_recipe_options_train_deterministically(stores, tmp_path):
     cfg = {"epochs": 2, "loss": "bce_dice", "lr_schedule": "cosine", "burn_in": 2,
-           "augment_strength": 1.5, "half_resolution": False, "sharpen": 1.0}
+           "augment_strength": 1.5, "half_resolution": False, "sharpen": 1.0,
+           "spatial": 1.5}
     a = run(stores, tmp_path, "a", cfg=cfg)
     b = run(stores, tmp_path, "b", cfg=cfg)
     assert same_weights(a.model, b.model) and a.history == b.history
@@ -638,3 +639,48 @@ def test_sharpen_augmentation_by_hand():
     b = draw_augment(np.random.default_rng(3), (2, 1, 1, 4, 4), 1.0, 0.8)
     np.testing.assert_array_equal(a.noise, b.noise)        # earlier draws unchanged
     assert a.sharpen is None and ((b.sharpen >= 0) & (b.sharpen <= 0.8)).all()
+
+
+def test_spatial_augmentation_by_hand():
+    from echodfkd.student.train import apply_spatial, draw_spatial
+
+    x = torch.zeros(1, 2, 1, 8, 8)
+    x[0, :, 0, 4, 5] = 1.0                   # one bright pixel at row 4, column 5, both frames
+    y = x.clone() * 0.5                      # its soft target
+    ident = draw_spatial(np.random.default_rng(0), 1, 0.0)
+    np.testing.assert_allclose(ident, [[[1, 0, 0], [0, 1, 0]]])
+    xs, ys = apply_spatial(x, y, ident)
+    torch.testing.assert_close(xs, x)
+    torch.testing.assert_close(ys, y)
+    # output(x) = input(x + 2 px): one pixel is 2 / 8 in [-1, 1] coordinates, so tx = 0.5
+    shift = np.array([[[1, 0, 0.5], [0, 1, 0]]], np.float32)
+    xs, ys = apply_spatial(x, y, shift)
+    expect = torch.zeros_like(x)
+    expect[0, :, 0, 4, 3] = 1.0              # moved 2 columns left, on every frame
+    torch.testing.assert_close(xs, expect)
+    torch.testing.assert_close(ys, expect * 0.5)   # the target moved with it
+
+
+def test_draw_spatial_ranges():
+    from echodfkd.student.train import draw_spatial
+
+    th = draw_spatial(np.random.default_rng(5), 2000, 1.0)
+    assert th.shape == (2000, 2, 3) and th.dtype == np.float32
+    scale = 1 / np.sqrt(np.linalg.det(th[:, :, :2]))
+    angle = np.arctan2(th[:, 1, 0], th[:, 0, 0])
+    assert scale.min() >= np.exp(-0.12) - 1e-6 and scale.max() <= np.exp(0.12) + 1e-6
+    assert np.abs(angle).max() <= 0.2 + 1e-6 and np.abs(angle).max() > 0.19
+    assert np.abs(th[:, :, 2]).max() <= 0.12 + 1e-6
+    double = draw_spatial(np.random.default_rng(5), 2000, 2.0)
+    np.testing.assert_allclose(np.arctan2(double[:, 1, 0], double[:, 0, 0]), 2 * angle,
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_spatial_option_validated_and_changes_training(stores, tmp_path):
+    with pytest.raises(InputError, match="spatial"):
+        recipe(spatial=-1.0)
+    with pytest.raises(InputError, match="spatial"):
+        recipe(spatial=4.0)
+    a = run(stores, tmp_path, "a", cfg={"epochs": 1, "spatial": 0.0})
+    b = run(stores, tmp_path, "b", cfg={"epochs": 1, "spatial": 1.0})
+    assert not same_weights(a.model, b.model)

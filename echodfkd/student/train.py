@@ -16,13 +16,18 @@ Data flow:
    probability weight / sum of weights, then a video uniformly within it) and the start
    uniformly in ``[0, length - L]``, from a ``numpy`` generator seeded by ``(seed, epoch)``
    (so a resumed run draws the same clips). Per step the draws are, in order: videos, starts,
-   then the augmentation's gain, gamma, noise level and noise (:func:`draw_augment`); the
+   then the augmentation's gain, gamma, noise level and noise (:func:`draw_augment`), then
+   the spatial maps (:func:`draw_spatial`, with ``spatial`` > 0); the
    prefetcher makes them in that order in the training thread and only the reads run ahead.
    Videos shorter than L are **skipped** (default; logged and counted in the result) or, with
    ``short_videos="pad"``, padded by repeating their last frame and mask.
 3. With ``half_resolution``, frames and soft targets are 2x2 average-pooled to 56x56 for
    training (as the original); validation runs at 112x112, the inference resolution.
-   With ``augment``, each training clip gets a random gain, gamma and speckle-like noise
+   With ``spatial`` > 0, each training clip and its soft targets are first warped by one
+   random rotation, scale and shift (:func:`draw_spatial`, :func:`apply_spatial`): hearts of
+   other sizes and positions than the synthetic set's, which keeps the worst real videos
+   closer to the median (docs/design.md §3, "The worst video"). With ``augment``, each
+   training clip then gets a random gain, gamma and speckle-like noise
    (:func:`augment_clips`), which narrows the synthetic-to-real gap.
 4. Loss: binary cross-entropy with logits against the teacher's soft targets ``p = mask/255``
    (``loss="bce_dice"`` adds ``dice_weight`` x a soft Dice loss, :func:`training_loss`).
@@ -93,6 +98,7 @@ CHECKPOINT_FORMAT = "echodfkd-student-checkpoint"
 LOSSES = ("bce", "bce_dice")
 LR_SCHEDULES = ("constant", "cosine")
 AUGMENT_MAX_STRENGTH = 2.0  # gain/gamma ranges stay positive up to this scale
+SPATIAL_MAX_STRENGTH = 3.0  # rotation up to +-0.6 rad, scale x0.70-1.43, shift +-0.36
 
 READ_AHEAD = 2  # streaming: steps read ahead per reader thread
 
@@ -123,6 +129,7 @@ class TrainConfig:
     augment: bool
     augment_strength: float
     sharpen: float
+    spatial: float
     loss: str
     dice_weight: float
     lr_schedule: str
@@ -165,6 +172,9 @@ class TrainConfig:
         if not 0 <= self.sharpen <= 4:
             raise InputError(f"train.sharpen must be in [0, 4] (0: no sharpening), got "
                              f"{self.sharpen!r}")
+        if not 0 <= self.spatial <= SPATIAL_MAX_STRENGTH:
+            raise InputError(f"train.spatial must be in [0, {SPATIAL_MAX_STRENGTH}] (0: no "
+                             f"random affine), got {self.spatial!r}")
         if not 0 <= self.augment_strength <= AUGMENT_MAX_STRENGTH:
             raise InputError(f"train.augment_strength must be in [0, {AUGMENT_MAX_STRENGTH}] "
                              f"(1: the default ranges), got {self.augment_strength!r}")
@@ -265,6 +275,39 @@ def augment_clips(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     (deterministic for a seed). These are the ranges of strength 1, without sharpening.
     """
     return apply_augment(x, draw_augment(rng, x.shape, strength=1.0, sharpen=0.0))
+
+
+def draw_spatial(rng: np.random.Generator, batch: int, strength: float) -> np.ndarray:
+    """One random affine map per clip for :func:`apply_spatial`, ``train.spatial`` =
+    ``strength`` k: rotation U(-0.2k, 0.2k) rad, scale exp(U(-0.12k, 0.12k)) (k 1: x0.89 to
+    x1.13), shift U(-0.12k, 0.12k) of the half-width along x then y (k 1: up to 6.7 px at
+    112x112), drawn in that order from ``rng``. Returns float32 (B, 2, 3): the matrices of
+    ``torch.nn.functional.affine_grid``, which map output to input coordinates in [-1, 1];
+    strength 0 gives the identity."""
+    k = float(strength)
+    angle = rng.uniform(-0.2 * k, 0.2 * k, batch)
+    scale = np.exp(rng.uniform(-0.12 * k, 0.12 * k, batch))
+    tx, ty = rng.uniform(-0.12 * k, 0.12 * k, (2, batch))
+    cos, sin = np.cos(angle) / scale, np.sin(angle) / scale
+    return np.stack([np.stack([cos, -sin, tx], 1), np.stack([sin, cos, ty], 1)],
+                    1).astype(np.float32)
+
+
+def apply_spatial(x: torch.Tensor, y: torch.Tensor, theta: np.ndarray
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Warp clip b of frames ``x`` and soft targets ``y`` (float32 (B, T, 1, H, W) in [0, 1])
+    by ``theta[b]`` (float32 (B, 2, 3), :func:`draw_spatial`), the same map on every frame of
+    the clip and on both tensors, so the targets stay valid: bilinear sampling, 0 (black, no
+    LV) outside the frame. Returns the warped (x, y), same shapes."""
+    b, t, c, h, w = x.shape
+    th = torch.from_numpy(theta).to(x.device).repeat_interleave(t, 0)
+    grid = F.affine_grid(th, [b * t, c, h, w], align_corners=False)
+
+    def warp(z: torch.Tensor) -> torch.Tensor:
+        return F.grid_sample(z.reshape(b * t, c, h, w), grid, mode="bilinear",
+                             padding_mode="zeros", align_corners=False).reshape(z.shape)
+
+    return warp(x), warp(y)
 
 
 def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0
@@ -514,8 +557,11 @@ def _train_epoch(run: _Run, train: ClipSet | StreamingClips, config: TrainConfig
 
     def draw() -> tuple:
         v, s = sample_clips(train.lengths, config.batch, L, rng, train.groups, train.weights)
-        return v, s, (draw_augment(rng, shape, config.augment_strength, config.sharpen)
-                      if config.augment else None)
+        aug = (draw_augment(rng, shape, config.augment_strength, config.sharpen)
+               if config.augment else None)
+        # drawn last, so that spatial 0 leaves every earlier draw as it was
+        theta = draw_spatial(rng, config.batch, config.spatial) if config.spatial else None
+        return v, s, aug, theta
 
     def read(videos: np.ndarray, starts: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         f, m = train.read(videos, starts, L)
@@ -528,9 +574,11 @@ def _train_epoch(run: _Run, train: ClipSet | StreamingClips, config: TrainConfig
     model, opt = run.model, run.opt
     model.train()
     loss_sum, step = 0.0, 0
-    for (_, _, aug), (f, m) in prefetch(draw, read, steps, workers,
-                                        READ_AHEAD * max(workers, 1)):
+    for (_, _, aug, theta), (f, m) in prefetch(draw, read, steps, workers,
+                                               READ_AHEAD * max(workers, 1)):
         x, y = to_batch(f, m, config.half_resolution, device)
+        if theta is not None:
+            x, y = apply_spatial(x, y, theta)
         if aug is not None:
             x = apply_augment(x, aug)
         for group in opt.param_groups:
