@@ -215,9 +215,11 @@ def main(argv: list[str] | None = None) -> int:
     if chosen is None:
         print(f"headline regime {_label(*args.headline)} was not run")
         return 1
+    # a carried state that lost a whole video scores 0: a ratio to it says nothing
+    ratio = (f"x{chosen['worst'] / carried['worst']:.2f}" if carried['worst'] >= 0.01
+             else "the carried state lost a video")
     print(f"\nheadline ({name}): {_label(*args.headline)} vs carried: worst-video Dice "
-          f"{chosen['worst']:.3f} vs {carried['worst']:.3f} "
-          f"(x{chosen['worst'] / max(carried['worst'], 1e-9):.2f}), late agreement "
+          f"{chosen['worst']:.3f} vs {carried['worst']:.3f} ({ratio}), late agreement "
           f"{chosen['late']:.3f} vs {carried['late']:.3f}, n_collapsed {chosen['coll']} vs "
           f"{carried['coll']}, inference time x{chosen['cost']:.2f}")
     return 0
