@@ -9,7 +9,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "echodfkd"
 WINGS = ("data", "teacher", "student", "evaluation")
-SHARED = ("overlap", "cost", "runtime", "errors", "cli")
+SHARED = ("overlap", "warp", "cost", "runtime", "errors", "cli")
 BRIDGE = "echodfkd.data.store"  # the one module any wing may import from another
 
 

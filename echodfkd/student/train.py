@@ -90,6 +90,7 @@ from echodfkd.student.model import StudentNet
 from echodfkd.student.shape import StudentShape
 from echodfkd.runtime import resolve_device
 from echodfkd.data.store import write_bytes_atomic
+from echodfkd.warp import affine_matrices, warp_pair
 
 log = logging.getLogger(__name__)
 
@@ -282,32 +283,27 @@ def draw_spatial(rng: np.random.Generator, batch: int, strength: float) -> np.nd
     ``strength`` k: rotation U(-0.2k, 0.2k) rad, scale exp(U(-0.12k, 0.12k)) (k 1: x0.89 to
     x1.13), shift U(-0.12k, 0.12k) of the half-width along x then y (k 1: up to 6.7 px at
     112x112), drawn in that order from ``rng``. Returns float32 (B, 2, 3): the matrices of
-    ``torch.nn.functional.affine_grid``, which map output to input coordinates in [-1, 1];
-    strength 0 gives the identity."""
+    :func:`echodfkd.warp.affine_matrices` (computed in float64); strength 0 gives the
+    identity."""
     k = float(strength)
     angle = rng.uniform(-0.2 * k, 0.2 * k, batch)
     scale = np.exp(rng.uniform(-0.12 * k, 0.12 * k, batch))
     tx, ty = rng.uniform(-0.12 * k, 0.12 * k, (2, batch))
-    cos, sin = np.cos(angle) / scale, np.sin(angle) / scale
-    return np.stack([np.stack([cos, -sin, tx], 1), np.stack([sin, cos, ty], 1)],
-                    1).astype(np.float32)
+    theta = affine_matrices(*(torch.from_numpy(a) for a in (angle, scale, tx, ty)))
+    return theta.numpy().astype(np.float32)
 
 
 def apply_spatial(x: torch.Tensor, y: torch.Tensor, theta: np.ndarray
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """Warp clip b of frames ``x`` and soft targets ``y`` (float32 (B, T, 1, H, W) in [0, 1])
     by ``theta[b]`` (float32 (B, 2, 3), :func:`draw_spatial`), the same map on every frame of
-    the clip and on both tensors, so the targets stay valid: bilinear sampling, 0 (black, no
-    LV) outside the frame. Returns the warped (x, y), same shapes."""
+    the clip and on both tensors, so the targets stay valid (:func:`echodfkd.warp.warp_pair`:
+    bilinear sampling, 0, black and no LV, outside the frame). Returns the warped (x, y),
+    same shapes."""
     b, t, c, h, w = x.shape
     th = torch.from_numpy(theta).to(x.device).repeat_interleave(t, 0)
-    grid = F.affine_grid(th, [b * t, c, h, w], align_corners=False)
-
-    def warp(z: torch.Tensor) -> torch.Tensor:
-        return F.grid_sample(z.reshape(b * t, c, h, w), grid, mode="bilinear",
-                             padding_mode="zeros", align_corners=False).reshape(z.shape)
-
-    return warp(x), warp(y)
+    xs, ys = warp_pair(x.reshape(b * t, c, h, w), y.reshape(b * t, c, h, w), th)
+    return xs.reshape(x.shape), ys.reshape(y.shape)
 
 
 def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0

@@ -47,8 +47,8 @@ class TeacherConfig:
     ``checkpoint:<file>`` or ``outputs:<folder>``, with an optional ``@<weight>``), the
     labelled source ``fit`` members are fitted on (``fit_source``), their architecture
     (``arch``, ``width``, ``depth``) and fitting recipe (``epochs``, ``batch``, ``lr``,
-    ``dice_weight``), and
-    the ``device`` for fitting and teacher_infer ("auto": CUDA when available)."""
+    ``dice_weight``), and the ``device`` for fitting and teacher_infer ("auto": CUDA when
+    available)."""
 
     members: list[str]
     fit_source: str
@@ -69,12 +69,12 @@ def make_teacher_dir(out_dir: str | os.PathLike, members: Sequence[Mapping[str, 
     """Fill ``out_dir`` (normally a staging path) with ``member<i>.pt`` and ``teacher.json``.
 
     "fit" members are fitted (:func:`echodfkd.teacher.fit.fit_teacher`, architecture ``arch``
-    with ``width``/``depth``, ``epochs``/``batch_size``/``lr``/``dice_weight``) on the TRAIN split's traced frames
-    of ``frames``, VAL for early stopping (fit member k uses ``seed + k`` unless it gives "seed");
-    "checkpoint" members are converted to the project format; "outputs" members are recorded as
-    given. ``device`` (``teacher.device``): where fitting runs; ``"auto"``, ``""`` or None:
-    CUDA when available. Returns (teacher.json contents, fit history or None; the history has
-    a "member" column). Does not write the history.
+    with ``width``/``depth``, ``epochs``/``batch_size``/``lr``/``dice_weight``) on the TRAIN
+    split's traced frames of ``frames``, VAL for early stopping (fit member k uses ``seed + k``
+    unless it gives "seed"); "checkpoint" members are converted to the project format;
+    "outputs" members are recorded as given. ``device`` (``teacher.device``): where fitting
+    runs; ``"auto"``, ``""`` or None: CUDA when available. Returns (teacher.json contents,
+    fit history or None; the history has a "member" column). Does not write the history.
     """
     specs = parse_member_specs(members)
     out_dir = Path(out_dir)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from echodfkd.overlap import dice_per_frame
 from echodfkd.teacher.unet import UNet
+from echodfkd.warp import affine_matrices, warp_pair
 
 
 def _check_pair(images: np.ndarray, masks: np.ndarray, what: str) -> None:
@@ -58,11 +59,7 @@ def augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, *, shift: fl
     ang = (r[:, 0] * 2 - 1) * math.radians(rotate_deg)
     sc = 1.0 + (r[:, 1] * 2 - 1) * scale
     tx, ty = (r[:, 2] * 2 - 1) * shift * 2, (r[:, 3] * 2 - 1) * shift * 2
-    cos, sin = torch.cos(ang) / sc, torch.sin(ang) / sc
-    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    y = F.grid_sample(y, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    x, y = warp_pair(x, y, affine_matrices(ang, sc, tx, ty))
     g = (1.0 + (r[:, 4] * 2 - 1) * gain).view(b, 1, 1, 1)
     gamma = torch.exp((r[:, 5] * 2 - 1) * gain).view(b, 1, 1, 1)
     x = (x.clamp(0, 1) ** gamma * g).clamp(0, 1)
